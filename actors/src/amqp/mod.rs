@@ -1,0 +1,36 @@
+//! The RabbitMQ adapter (lapin) of the messaging ports in [`crate::messaging`].
+//!
+//! - [`AmqpConfig`]: the URL, queue names and queue type.
+//! - [`Topology`]: every queue this service relies on, declared idempotently by whoever connects.
+//! - [`AmqpInbound`]: the consumer's subscription; settles deliveries by ack, or by a confirmed
+//!   publish to a retry or dead-letter queue followed by an ack.
+//! - [`AmqpOutbound`]: the publisher's confirm-mode channel.
+//!
+//! lapin does not reconnect by itself here (its auto-recovery is left off on purpose): a lost
+//! connection ends the subscription or breaks the outbox, the owning actor stops, and its
+//! supervisor restarts it with a fresh connection.
+
+mod config;
+mod convert;
+mod inbound;
+mod outbound;
+mod topology;
+
+pub use config::{AmqpConfig, QueueType};
+pub use inbound::AmqpInbound;
+pub use outbound::AmqpOutbound;
+pub use topology::Topology;
+
+use crate::messaging::BrokerError;
+use lapin::{Connection, ConnectionProperties};
+
+async fn connect(config: &AmqpConfig, role: &str) -> Result<Connection, BrokerError> {
+    let properties = ConnectionProperties::default().with_connection_name(format!("order-process {role}").into());
+    Connection::connect(config.url.expose(), properties)
+        .await
+        .map_err(|e| BrokerError::Connection(format!("{} ({e})", config.url)))
+}
+
+fn protocol_error(e: lapin::Error) -> BrokerError {
+    BrokerError::Protocol(e.to_string())
+}

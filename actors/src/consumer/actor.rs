@@ -1,0 +1,144 @@
+use super::{ConsumerConfig, handle_delivery};
+use crate::health::Health;
+use crate::messaging::{BrokerError, Delivery, InboundBroker, SubscriptionControl};
+use crate::pipeline::Stages;
+use crate::retry::until_ok;
+use actix::prelude::*;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Stop taking deliveries, let those in flight finish (up to `timeout`), then close the
+/// connection; what did not finish goes back to the queue.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "DrainReport")]
+pub struct Drain {
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrainReport {
+    /// Deliveries still in flight when the timeout hit (0: everything finished and was settled).
+    pub abandoned: usize,
+}
+
+/// Owns the subscription. Each delivery runs as its own future on this actor's context, so up
+/// to `prefetch` deliveries are in flight at once; when the subscription breaks the actor stops,
+/// its in-flight futures are dropped with it (their deliveries return to the queue with the
+/// closed channel), and the supervisor restarts it to subscribe again.
+pub struct Consumer {
+    broker: Arc<dyn InboundBroker>,
+    stages: Stages,
+    config: ConsumerConfig,
+    health: Health,
+    subscription: Option<Arc<dyn SubscriptionControl>>,
+    in_flight: watch::Sender<usize>,
+    draining: bool,
+}
+
+impl Consumer {
+    pub fn new(broker: Arc<dyn InboundBroker>, stages: Stages, config: ConsumerConfig, health: Health) -> Self {
+        Self {
+            broker,
+            stages,
+            config,
+            health,
+            subscription: None,
+            in_flight: watch::Sender::new(0),
+            draining: false,
+        }
+    }
+
+    fn detach(&mut self) {
+        self.health.set_consumer_attached(false);
+        if let Some(subscription) = self.subscription.take() {
+            actix::spawn(async move { subscription.close().await });
+        }
+    }
+}
+
+impl Actor for Consumer {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        if self.draining {
+            return;
+        }
+        let broker = self.broker.clone();
+        let prefetch = self.config.prefetch;
+        let subscribing = async move { until_ok("subscribe to the inbound queue", || broker.subscribe(prefetch)).await };
+        ctx.spawn(subscribing.into_actor(self).map(|subscription, act, ctx| {
+            let control: Arc<dyn SubscriptionControl> = Arc::from(subscription.control);
+            if act.draining {
+                actix::spawn(async move { control.close().await });
+                return;
+            }
+            tracing::info!(actor = "consumer", prefetch = act.config.prefetch, "consuming");
+            act.subscription = Some(control);
+            act.health.set_consumer_attached(true);
+            ctx.add_stream(subscription.deliveries);
+        }));
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.detach();
+    }
+}
+
+impl Supervised for Consumer {
+    fn restarting(&mut self, _: &mut Self::Context) {
+        tracing::warn!(actor = "consumer", "restarting");
+        self.detach();
+        // The in-flight futures were dropped with the old context.
+        self.in_flight.send_replace(0);
+    }
+}
+
+impl StreamHandler<Result<Delivery, BrokerError>> for Consumer {
+    fn handle(&mut self, item: Result<Delivery, BrokerError>, ctx: &mut Self::Context) {
+        let delivery = match item {
+            Ok(delivery) => delivery,
+            Err(error) => {
+                tracing::warn!(actor = "consumer", %error, "subscription failed; reconnecting");
+                ctx.stop();
+                return;
+            }
+        };
+        self.in_flight.send_modify(|n| *n += 1);
+        let handling = handle_delivery(self.stages.clone(), self.config.redelivery.clone(), delivery);
+        ctx.spawn(handling.into_actor(self).map(|_, act, _| act.in_flight.send_modify(|n| *n -= 1)));
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        if !self.draining {
+            tracing::warn!(actor = "consumer", "subscription ended; reconnecting");
+            ctx.stop();
+        }
+    }
+}
+
+impl Handler<Drain> for Consumer {
+    type Result = ResponseActFuture<Self, DrainReport>;
+
+    fn handle(&mut self, msg: Drain, _: &mut Self::Context) -> Self::Result {
+        self.draining = true;
+        self.health.start_draining();
+        let subscription = self.subscription.clone();
+        let mut in_flight = self.in_flight.subscribe();
+        let draining = async move {
+            if let Some(subscription) = &subscription
+                && let Err(error) = subscription.cancel().await
+            {
+                tracing::warn!(%error, "could not cancel the subscription");
+            }
+            let _ = tokio::time::timeout(msg.timeout, in_flight.wait_for(|n| *n == 0)).await;
+            let abandoned = *in_flight.borrow();
+            DrainReport { abandoned }
+        };
+        Box::pin(draining.into_actor(self).map(|report, act, _| {
+            // Closing returns whatever is still unsettled to the queue, for another replica.
+            act.detach();
+            report
+        }))
+    }
+}

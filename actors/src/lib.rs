@@ -1,0 +1,40 @@
+//! The actors of order-process and everything they stand on.
+//!
+//! ```text
+//!                 ┌──────────────────────────── Supervisor (restarts any actor that stops) ─────────────────────────┐
+//!  inbound queue  │  Consumer ──SetStatus(PROCESSING)──▶ StatusWriter ──▶ Redis   (status_writer/)                │
+//!  ─────────────▶ │  (consumer/)──PersistOrder────────▶ Processor ────▶ PostgreSQL (processor/)                  │
+//!  ◀── ack ────── │     │       ──SetStatus(COMPLETED)─▶ StatusWriter                                             │
+//!                 │     │       ──PublishOrderProcessed▶ Publisher ────▶ outbound queue (publisher/)             │
+//!                 │     └─ settles: ack | retry later | dead-letter, only after the replies above came back      │
+//!                 └──────────────────────────────────────────────────────────────────────────────────────────────┘
+//! ```
+//!
+//! Where things live:
+//! - One folder per actor, with its messages, config, port and adapter: [`consumer`],
+//!   [`status_writer`], [`processor`], [`publisher`]. [`supervisor`] starts and wires them.
+//! - [`pipeline`]: the chain of requests for one order. [`consumer::decide`]: ack, retry or
+//!   dead-letter, as a plain function.
+//! - Business rules as plain functions: [`order::decode`] (validation), [`status::may_replace`]
+//!   (status never goes backwards); idempotency is the unique CorrelationId in [`processor`].
+//! - Broker-neutral messaging ports in [`messaging`]; RabbitMQ adapter in [`amqp`]; in-process
+//!   adapters of every port in [`memory`] (unit tests and the embedded mode).
+//! - [`retry`]: per-call timeout, bounded retries with backoff, reconnect loops.
+
+pub mod amqp;
+pub mod consumer;
+pub mod health;
+pub mod memory;
+pub mod messaging;
+pub mod order;
+pub mod pipeline;
+pub mod processor;
+pub mod publisher;
+pub mod retry;
+pub mod secret;
+pub mod status;
+pub mod status_writer;
+pub mod supervisor;
+
+pub use health::Health;
+pub use supervisor::{Ports, Worker, WorkerConfig};

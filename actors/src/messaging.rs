@@ -1,0 +1,175 @@
+//! Broker-neutral messages and the ports through which the consumer and the publisher reach a
+//! broker.
+//!
+//! RabbitMQ is the broker in development and tests, Azure Service Bus in production, and an
+//! in-process queue in the embedded demo; the actors only see these types. The settlement verbs
+//! ([`Settle`]) mirror what every such broker offers: complete, redeliver later, dead-letter with
+//! a reason.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures::stream::BoxStream;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Header names this service writes on messages it hands back to the broker. They travel with the
+/// message, so a retry count survives a crash of the worker.
+pub mod headers {
+    /// How many times processing has failed so far.
+    pub const ATTEMPTS: &str = "x-order-process-attempts";
+    /// RFC 3339 time of the first and of the latest failure.
+    pub const FIRST_FAILURE: &str = "x-order-process-first-failure";
+    pub const LAST_FAILURE: &str = "x-order-process-last-failure";
+    /// Kind of the latest failure: `invalid`, `permanent`, `transient`.
+    pub const ERROR_KIND: &str = "x-order-process-error-kind";
+    /// Text of the latest failure.
+    pub const LAST_ERROR: &str = "x-order-process-last-error";
+    /// Why the message is in the dead-letter queue.
+    pub const DEAD_LETTER_REASON: &str = "x-order-process-reason";
+}
+
+/// A message as received, with the headers rendered as text.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InboundMessage {
+    pub body: bytes::Bytes,
+    pub correlation_id: Option<String>,
+    pub message_id: Option<String>,
+    pub headers: BTreeMap<String, String>,
+    /// The broker says it delivered this message before (to this or another consumer).
+    pub redelivered: bool,
+}
+
+impl InboundMessage {
+    /// Failed attempts recorded on the message by earlier deliveries.
+    pub fn attempts(&self) -> u32 {
+        self.headers.get(headers::ATTEMPTS).and_then(|v| v.parse().ok()).unwrap_or(0)
+    }
+
+    pub fn first_failure(&self) -> Option<DateTime<Utc>> {
+        let text = self.headers.get(headers::FIRST_FAILURE)?;
+        DateTime::parse_from_rfc3339(text).ok().map(|t| t.with_timezone(&Utc))
+    }
+}
+
+/// A message to publish. `destination` is a queue (RabbitMQ: routed through the default exchange)
+/// or a topic/queue name on other brokers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboundMessage {
+    pub destination: String,
+    pub body: Vec<u8>,
+    pub content_type: &'static str,
+    pub message_type: &'static str,
+    pub message_id: String,
+    pub correlation_id: String,
+    pub headers: BTreeMap<String, String>,
+}
+
+/// What happened to a message that was not processed: carried into the headers of the redelivered
+/// or dead-lettered copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailureRecord {
+    /// `invalid`, `permanent` or `transient`.
+    pub kind: &'static str,
+    /// Why it is dead-lettered: `invalid`, `permanent-failure`, `retries-exhausted`. None on a
+    /// copy that is only delayed.
+    pub dead_letter_reason: Option<&'static str>,
+    pub error: String,
+    /// Failed attempts including this one.
+    pub attempts: u32,
+    pub first_failure: DateTime<Utc>,
+    pub last_failure: DateTime<Utc>,
+}
+
+impl FailureRecord {
+    /// The headers that describe this failure.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        let mut headers = vec![
+            (headers::ATTEMPTS, self.attempts.to_string()),
+            (headers::FIRST_FAILURE, self.first_failure.to_rfc3339()),
+            (headers::LAST_FAILURE, self.last_failure.to_rfc3339()),
+            (headers::ERROR_KIND, self.kind.to_owned()),
+            (headers::LAST_ERROR, self.error.clone()),
+        ];
+        if let Some(reason) = self.dead_letter_reason {
+            headers.push((headers::DEAD_LETTER_REASON, reason.to_owned()));
+        }
+        headers
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BrokerError {
+    #[error("broker connection failed: {0}")]
+    Connection(String),
+    #[error("broker channel closed: {0}")]
+    Closed(String),
+    #[error("broker refused the message (negative confirm)")]
+    Nacked,
+    #[error("no queue took the message (destination {0:?} missing?)")]
+    Unroutable(String),
+    #[error("broker operation failed: {0}")]
+    Protocol(String),
+}
+
+impl crate::retry::Transience for BrokerError {
+    /// A broker failure is a property of the broker, never of the message: all of them may pass.
+    fn is_transient(&self) -> bool {
+        true
+    }
+}
+
+/// The consuming side of a broker: opens a subscription to the inbound queue.
+#[async_trait]
+pub trait InboundBroker: Send + Sync + 'static {
+    /// Connects, makes sure the topology exists, and starts consuming with at most `prefetch`
+    /// unsettled deliveries.
+    async fn subscribe(&self, prefetch: u16) -> Result<Subscription, BrokerError>;
+}
+
+/// A live subscription. The stream ends (or yields an error) when the connection is lost.
+pub struct Subscription {
+    pub deliveries: BoxStream<'static, Result<Delivery, BrokerError>>,
+    pub control: Box<dyn SubscriptionControl>,
+}
+
+#[async_trait]
+pub trait SubscriptionControl: Send + Sync {
+    /// Stops new deliveries; those already received can still be settled.
+    async fn cancel(&self) -> Result<(), BrokerError>;
+    /// Closes the connection. Unsettled deliveries go back to the queue.
+    async fn close(&self);
+}
+
+/// One received message and the means to settle it, exactly once.
+pub struct Delivery {
+    pub message: InboundMessage,
+    pub settle: Box<dyn Settle>,
+}
+
+#[async_trait]
+pub trait Settle: Send {
+    /// Processed: remove it from the queue.
+    async fn ack(self: Box<Self>) -> Result<(), BrokerError>;
+    /// Not processed, may pass later: deliver it again after `delay`, carrying `failure`.
+    async fn retry_later(self: Box<Self>, delay: Duration, failure: &FailureRecord) -> Result<(), BrokerError>;
+    /// Never processable: move it, body and headers intact, to the dead-letter queue with the
+    /// failure in its headers.
+    async fn dead_letter(self: Box<Self>, failure: &FailureRecord) -> Result<(), BrokerError>;
+}
+
+/// The publishing side of a broker.
+#[async_trait]
+pub trait OutboundBroker: Send + Sync + 'static {
+    /// Connects and returns a channel on which publishes are confirmed by the broker.
+    async fn open(&self) -> Result<Arc<dyn Outbox>, BrokerError>;
+}
+
+#[async_trait]
+pub trait Outbox: Send + Sync {
+    /// Publishes persistently and returns once the broker has confirmed it took the message.
+    async fn publish(&self, message: OutboundMessage) -> Result<(), BrokerError>;
+    /// False once the underlying channel is gone; the owner then opens a new one.
+    fn is_open(&self) -> bool;
+    async fn close(&self);
+}

@@ -1,0 +1,4 @@
+//! SeaORM entities of the tables created by the `migration` crate.
+
+pub mod order_items;
+pub mod orders;

@@ -1,0 +1,59 @@
+use super::{StatusConfig, StatusStore, StatusStoreError};
+use crate::order::CorrelationId;
+use crate::status::OrderStatus;
+use async_trait::async_trait;
+use fred::prelude::*;
+use fred::types::scripts::Script;
+
+/// Compare-and-set in one round trip: the statuses the new one must not replace are passed in, so
+/// the rule itself stays in Rust ([`crate::status::may_replace`]).
+const ADVANCE: &str = r"
+local current = redis.call('GET', KEYS[1])
+if current then
+  for i = 3, #ARGV do
+    if current == ARGV[i] then return current end
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return ARGV[1]
+";
+
+/// [`StatusStore`] on Redis through fred. Concurrent writes share one connection and are
+/// pipelined by fred.
+#[derive(Clone)]
+pub struct RedisStatusStore {
+    client: Client,
+    script: Script,
+    key_prefix: String,
+    ttl_seconds: u64,
+}
+
+impl RedisStatusStore {
+    pub fn new(client: Client, config: &StatusConfig) -> Self {
+        Self {
+            client,
+            script: Script::from_lua(ADVANCE),
+            key_prefix: config.key_prefix.clone(),
+            ttl_seconds: config.ttl_seconds,
+        }
+    }
+
+    /// `{prefix}order:status:{CorrelationId}`.
+    pub fn key(&self, id: CorrelationId) -> String {
+        format!("{}order:status:{id}", self.key_prefix)
+    }
+}
+
+#[async_trait]
+impl StatusStore for RedisStatusStore {
+    async fn advance(&self, id: CorrelationId, next: OrderStatus) -> Result<OrderStatus, StatusStoreError> {
+        let mut args = vec![next.as_str().to_owned(), self.ttl_seconds.to_string()];
+        args.extend(next.must_not_replace().map(|s| s.as_str().to_owned()));
+        let stored: String = self
+            .script
+            .evalsha_with_reload(&self.client, vec![self.key(id)], args)
+            .await
+            .map_err(|e| StatusStoreError::Unavailable(e.to_string()))?;
+        stored.parse().map_err(|_| StatusStoreError::Corrupt(stored))
+    }
+}

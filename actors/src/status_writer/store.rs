@@ -1,0 +1,28 @@
+use crate::order::CorrelationId;
+use crate::retry::Transience;
+use crate::status::OrderStatus;
+use async_trait::async_trait;
+
+/// Where order statuses are kept for clients to poll.
+#[async_trait]
+pub trait StatusStore: Send + Sync + 'static {
+    /// Writes `next` for the order unless [`crate::status::may_replace`] forbids it, atomically,
+    /// and returns the status stored afterwards.
+    async fn advance(&self, id: CorrelationId, next: OrderStatus) -> Result<OrderStatus, StatusStoreError>;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StatusStoreError {
+    #[error("status store unavailable: {0}")]
+    Unavailable(String),
+    #[error("status store answered {0:?}, which is not a status")]
+    Corrupt(String),
+}
+
+impl Transience for StatusStoreError {
+    fn is_transient(&self) -> bool {
+        // A corrupt value is overwritten by the next write that may replace it, so trying
+        // again later is right for both.
+        true
+    }
+}

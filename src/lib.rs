@@ -1,0 +1,1 @@
+//! order-process: composition root.
