@@ -1,1 +1,29 @@
-//! order-process: composition root.
+//! order-process: the composition root.
+//!
+//! The actors, their ports and adapters live in the `actors` crate; the schema in `migration`.
+//! This crate reads the configuration ([`cli`], [`settings`]), sets up logging
+//! ([`telemetry`]), serves the health endpoints ([`http`]) and starts and stops the worker
+//! ([`startup`]). `main.rs` only calls [`run`].
+
+pub mod cli;
+pub mod http;
+pub mod settings;
+pub mod startup;
+pub mod telemetry;
+
+use cli::Command;
+
+/// Runs the command the user asked for.
+pub async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run(args) => {
+            let app = startup::Application::build(args.into_settings()).await?;
+            app.run_until_stopped(startup::shutdown_signal()).await
+        }
+        Command::Migrate(args) => {
+            startup::migrate(&args.database_url).await?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+    }
+}

@@ -13,6 +13,6 @@ mod delivery;
 mod disposition;
 
 pub use actor::{Consumer, Drain, DrainReport};
-pub use config::{ConsumerConfig, RedeliveryPolicy};
+pub use config::{ConsumerConfig, RedeliveryPolicy, format_delays, parse_delays};
 pub use delivery::handle_delivery;
 pub use disposition::{Disposition, Outcome, decide};

@@ -1,10 +1,13 @@
 use crate::retry::RetryPolicy;
+use crate::secret::SecretUrl;
 use serde::{Deserialize, Serialize};
 
 /// Configuration of the status writer and its Redis keys.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct StatusConfig {
+    /// Redis URL, `rediss://` for TLS.
+    pub redis_url: SecretUrl,
     /// Put in front of every key (`{prefix}order:status:{id}`), so that environments or tests can
     /// share one Redis.
     pub key_prefix: String,
@@ -18,6 +21,7 @@ pub struct StatusConfig {
 impl Default for StatusConfig {
     fn default() -> Self {
         Self {
+            redis_url: SecretUrl::new("redis://127.0.0.1:6379"),
             key_prefix: String::new(),
             ttl_seconds: 3600,
             retry: RetryPolicy::default(),

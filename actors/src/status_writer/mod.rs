@@ -12,5 +12,5 @@ mod store;
 
 pub use actor::{SetStatus, StatusWriter};
 pub use config::StatusConfig;
-pub use redis::RedisStatusStore;
+pub use redis::{RedisStatusStore, client as redis_client};
 pub use store::{StatusStore, StatusStoreError};

@@ -3,7 +3,20 @@ use crate::order::CorrelationId;
 use crate::status::OrderStatus;
 use async_trait::async_trait;
 use fred::prelude::*;
+use fred::types::config::ReconnectPolicy;
 use fred::types::scripts::Script;
+use std::time::Duration;
+
+/// A fred client for `config.redis_url` that reconnects forever (100 ms to 10 s apart) and fails
+/// a command after the status writer's per-attempt timeout. Not connected yet: call `connect()`.
+pub fn client(config: &StatusConfig) -> Result<Client, fred::error::Error> {
+    let redis = Config::from_url(config.redis_url.expose())?;
+    Builder::from_config(redis)
+        .with_connection_config(|c| c.connection_timeout = Duration::from_secs(5))
+        .with_performance_config(|p| p.default_command_timeout = config.retry.timeout)
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 10_000, 2))
+        .build()
+}
 
 /// Compare-and-set in one round trip: the statuses the new one must not replace are passed in, so
 /// the rule itself stays in Rust ([`crate::status::may_replace`]).

@@ -1,0 +1,53 @@
+//! Health endpoints over warp. There is no business HTTP API: orders only arrive by queue.
+//!
+//! - `GET /health/live`: 200 while the process runs.
+//! - `GET /health/ready`: 200 once the consumer is attached to its queue, 503 before that, while
+//!   reconnecting, and from the moment draining starts.
+
+use actors::Health;
+use serde::{Deserialize, Serialize};
+use std::future::Future;
+use std::net::SocketAddr;
+use warp::Filter;
+use warp::http::StatusCode;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HttpConfig {
+    /// Address to listen on; port 0 picks a free port (tests).
+    pub addr: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { addr: SocketAddr::from(([0, 0, 0, 0], 8080)) }
+    }
+}
+
+pub fn routes(health: Health) -> impl Filter<Extract = (impl warp::Reply,), Error = warp::Rejection> + Clone {
+    let live = warp::path!("health" / "live").map(|| warp::reply::with_status("live", StatusCode::OK));
+    let ready = warp::path!("health" / "ready").map(move || {
+        let (status, text) = if health.draining() {
+            (StatusCode::SERVICE_UNAVAILABLE, "draining")
+        } else if health.consumer_attached() {
+            (StatusCode::OK, "ready")
+        } else {
+            (StatusCode::SERVICE_UNAVAILABLE, "consumer not attached")
+        };
+        warp::reply::with_status(text, status)
+    });
+    warp::get().and(live.or(ready))
+}
+
+/// Binds `addr` and serves until `shutdown` completes; returns the bound address (useful with
+/// port 0) and the server future to spawn.
+pub async fn serve(
+    addr: SocketAddr,
+    health: Health,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<(SocketAddr, impl Future<Output = ()>)> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let server = warp::serve(routes(health)).incoming(listener).graceful(shutdown).run();
+    Ok((bound, server))
+}

@@ -1,0 +1,121 @@
+//! Building and running the worker: connect, migrate, start the actors and the health endpoint,
+//! and drain on shutdown.
+
+use crate::http;
+use crate::settings::Settings;
+use actors::amqp::{AmqpInbound, AmqpOutbound, Topology};
+use actors::processor::{self, SeaOrmOrderStore};
+use actors::retry::until_ok;
+use actors::status_writer::{self, RedisStatusStore};
+use actors::{Health, Ports, Worker, WorkerConfig};
+use anyhow::Context;
+use fred::interfaces::ClientLike;
+use migration::{Migrator, MigratorTrait};
+use sea_orm::DatabaseConnection;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+/// A running worker.
+pub struct Application {
+    worker: Worker,
+    http_addr: SocketAddr,
+    stop_http: oneshot::Sender<()>,
+    http: tokio::task::JoinHandle<()>,
+    db: DatabaseConnection,
+    redis: fred::clients::Client,
+    settings: Settings,
+}
+
+impl Application {
+    /// Starts everything on the current actix system. The health endpoint comes up first, so
+    /// liveness answers (and readiness says 503) while dependencies are still being reached.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        settings.validate()?;
+        tracing::info!(settings = %serde_json::to_string(&settings)?, "starting order-process");
+        let health = Health::default();
+        let (stop_http, stopped) = oneshot::channel::<()>();
+        let (http_addr, server) = http::serve(settings.http.addr, health.clone(), async {
+            let _ = stopped.await;
+        })
+        .await
+        .with_context(|| format!("cannot listen on {} (ORDER_PROCESS_HTTP_ADDR)", settings.http.addr))?;
+        let http = actix_rt::spawn(server);
+        tracing::info!(%http_addr, "health endpoints up");
+
+        let db = processor::connect(&settings.processor).await.context("DATABASE_URL is not usable")?;
+        if settings.migrate_on_start {
+            until_ok("apply database migrations", || Migrator::up(&db, None)).await;
+            tracing::info!("database schema up to date");
+        }
+        let redis = status_writer::redis_client(&settings.status).context("REDIS_URL is not usable")?;
+        redis.connect();
+
+        let topology = Arc::new(Topology::new(&settings.amqp, &settings.consumer.redelivery.delays));
+        let ports = Ports {
+            inbound: Arc::new(AmqpInbound::new(settings.amqp.clone(), topology.clone())),
+            outbound: Arc::new(AmqpOutbound::new(settings.amqp.clone(), topology)),
+            orders: Arc::new(SeaOrmOrderStore::new(db.clone())),
+            statuses: Arc::new(RedisStatusStore::new(redis.clone(), &settings.status)),
+        };
+        let config = WorkerConfig {
+            consumer: settings.consumer.clone(),
+            outbound_destination: settings.amqp.outbound_queue.clone(),
+            sql_retry: settings.processor.retry,
+            status_retry: settings.status.retry,
+            publish_retry: settings.publisher.retry,
+        };
+        let worker = Worker::start(ports, config, health);
+        Ok(Self { worker, http_addr, stop_http, http, db, redis, settings })
+    }
+
+    /// The address the health endpoint is bound to.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    pub fn health(&self) -> &Health {
+        &self.worker.health
+    }
+
+    /// Runs until `shutdown` completes, then drains: no new deliveries, the ones in flight finish
+    /// (up to the drain timeout) and are acked, connections close.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        shutdown.await;
+        let timeout = self.settings.consumer.drain_timeout;
+        tracing::info!(?timeout, "draining");
+        let report = self.worker.drain(timeout).await.context("the consumer is gone")?;
+        if report.abandoned > 0 {
+            tracing::warn!(abandoned = report.abandoned, "drain timed out; unfinished deliveries return to the queue");
+        } else {
+            tracing::info!("drained");
+        }
+        let _ = self.redis.quit().await;
+        let _ = self.db.close().await;
+        let _ = self.stop_http.send(());
+        let _ = self.http.await;
+        Ok(())
+    }
+}
+
+/// Applies pending migrations and returns.
+pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
+    let config = actors::processor::ProcessorConfig {
+        database_url: actors::secret::SecretUrl::new(database_url),
+        ..Default::default()
+    };
+    let db = processor::connect(&config).await.context("DATABASE_URL is not usable")?;
+    Migrator::up(&db, None).await.context("migration failed")?;
+    db.close().await?;
+    Ok(())
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler cannot fail on Unix");
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}

@@ -1,0 +1,272 @@
+//! Test harness: every test gets its own PostgreSQL database, its own queues and its own Redis key
+//! prefix on the real services, so tests run in parallel without seeing each other.
+//!
+//! Service addresses come from `TEST_DATABASE_URL` (a server URL without database), `AMQP_URL`
+//! and `REDIS_URL`, defaulting to the local services.
+#![allow(dead_code)]
+
+use fred::prelude::{Client as RedisClient, ClientLike, KeysInterface};
+use futures::StreamExt;
+use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use order_process::settings::Settings;
+use order_process::startup::Application;
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, FromQueryResult, Statement};
+use serde_json::{Value, json};
+use std::time::Duration;
+use uuid::Uuid;
+
+pub fn server_url() -> String {
+    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+pub fn amqp_url() -> String {
+    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// One test's private slice of the real services.
+pub struct TestEnv {
+    pub id: String,
+    pub settings: Settings,
+    pub db: DatabaseConnection,
+    pub amqp: Connection,
+    pub channel: Channel,
+    pub redis: RedisClient,
+}
+
+impl TestEnv {
+    pub async fn new() -> Self {
+        let id = Uuid::new_v4().simple().to_string()[..12].to_owned();
+        let database = format!("op_test_{id}");
+        let admin = Database::connect(format!("{}/postgres", server_url())).await.expect("PostgreSQL reachable");
+        admin.execute_unprepared(&format!("CREATE DATABASE \"{database}\"")).await.unwrap();
+        admin.close().await.unwrap();
+        let database_url = format!("{}/{database}", server_url());
+
+        let mut settings = Settings::default();
+        settings.migrate_on_start = true;
+        settings.processor.database_url = actors::secret::SecretUrl::new(&database_url);
+        settings.amqp.url = actors::secret::SecretUrl::new(amqp_url());
+        settings.amqp.inbound_queue = format!("test.{id}.orders");
+        settings.amqp.outbound_queue = format!("test.{id}.processed");
+        settings.status.redis_url = actors::secret::SecretUrl::new(redis_url());
+        settings.status.key_prefix = format!("test:{id}:");
+        settings.http.addr = "127.0.0.1:0".parse().unwrap();
+        settings.consumer.redelivery.delays = vec![Duration::from_millis(200)];
+        settings.consumer.drain_timeout = Duration::from_secs(5);
+
+        let db = Database::connect(&database_url).await.unwrap();
+        let amqp = Connection::connect(&amqp_url(), ConnectionProperties::default()).await.expect("RabbitMQ reachable");
+        let channel = amqp.create_channel().await.unwrap();
+        let redis = RedisClient::new(fred::types::config::Config::from_url(&redis_url()).unwrap(), None, None, None);
+        redis.init().await.expect("Redis reachable");
+        Self { id, settings, db, amqp, channel, redis }
+    }
+
+    pub async fn spawn_app(&self) -> Application {
+        Application::build(self.settings.clone()).await.expect("the worker starts")
+    }
+
+    /// Starts the worker and waits until it consumes.
+    pub async fn spawn_ready_app(&self) -> Application {
+        let app = self.spawn_app().await;
+        eventually("the consumer attaches", || async { app.health().ready().then_some(()) }).await;
+        app
+    }
+
+    pub fn inbound(&self) -> String {
+        self.settings.amqp.inbound_queue.clone()
+    }
+    pub fn outbound(&self) -> String {
+        self.settings.amqp.outbound_queue.clone()
+    }
+    pub fn dead_letter(&self) -> String {
+        self.settings.amqp.dead_letter_queue()
+    }
+
+    /// Publishes like the API edge does: persistent, with the AMQP correlation_id set when given.
+    pub async fn publish(&self, body: &[u8], correlation_id: Option<&str>) {
+        self.publish_with(body, correlation_id, FieldTable::default()).await
+    }
+
+    pub async fn publish_with(&self, body: &[u8], correlation_id: Option<&str>, headers: FieldTable) {
+        let mut properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type("application/json".into())
+            .with_headers(headers);
+        if let Some(id) = correlation_id {
+            properties = properties.with_correlation_id(id.into());
+        }
+        self.channel
+            .basic_publish("".into(), self.inbound().into(), BasicPublishOptions::default(), body, properties)
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+
+    /// Waits for the next message on `queue` and takes it (acked).
+    pub async fn next_message(&self, queue: &str) -> lapin::message::BasicGetMessage {
+        eventually(&format!("a message on {queue}"), || async {
+            let message = self.channel.basic_get(queue.into(), BasicGetOptions { no_ack: true }).await.ok()??;
+            Some(message)
+        })
+        .await
+    }
+
+    /// Messages ready on `queue` (declared passively: the queue must exist).
+    pub async fn ready_count(&self, queue: &str) -> u32 {
+        let channel = self.amqp.create_channel().await.unwrap();
+        let options = QueueDeclareOptions { passive: true, ..Default::default() };
+        channel.queue_declare(queue.into(), options, FieldTable::default()).await.unwrap().message_count()
+    }
+
+    /// Takes every message currently on `queue`.
+    pub async fn drain_queue(&self, queue: &str) -> Vec<lapin::message::BasicGetMessage> {
+        let mut messages = Vec::new();
+        while let Some(m) = self.channel.basic_get(queue.into(), BasicGetOptions { no_ack: true }).await.unwrap() {
+            messages.push(m);
+        }
+        messages
+    }
+
+    pub async fn orders(&self) -> Vec<OrderRow> {
+        OrderRow::find_by_statement(Statement::from_string(
+            self.db.get_database_backend(),
+            "SELECT order_id, correlation_id::text AS correlation_id, customer_id, currency, total::text AS total, \
+             identity_subject, accepted_at::text AS accepted_at FROM orders ORDER BY order_id",
+        ))
+        .all(&self.db)
+        .await
+        .unwrap()
+    }
+
+    pub async fn items(&self, order_id: i64) -> Vec<ItemRow> {
+        ItemRow::find_by_statement(Statement::from_sql_and_values(
+            self.db.get_database_backend(),
+            "SELECT line_number, sku, quantity, unit_price::text AS unit_price FROM order_items WHERE order_id = $1 ORDER BY line_number",
+            [order_id.into()],
+        ))
+        .all(&self.db)
+        .await
+        .unwrap()
+    }
+
+    pub fn status_key(&self, correlation_id: &str) -> String {
+        format!("{}order:status:{correlation_id}", self.settings.status.key_prefix)
+    }
+
+    pub async fn status(&self, correlation_id: &str) -> Option<String> {
+        self.redis.get(self.status_key(correlation_id)).await.unwrap()
+    }
+
+    pub async fn status_ttl(&self, correlation_id: &str) -> i64 {
+        self.redis.ttl(self.status_key(correlation_id)).await.unwrap()
+    }
+
+    /// Removes what the test created. Best effort: `scripts/test.sh` also sweeps leftovers.
+    pub async fn cleanup(self) {
+        let mut queues = vec![self.inbound(), self.outbound(), self.dead_letter()];
+        queues.extend(
+            self.settings
+                .consumer
+                .redelivery
+                .delays
+                .iter()
+                .map(|d| format!("{}.retry.{}", self.inbound(), actors::retry::format_duration(*d))),
+        );
+        for queue in queues {
+            let _ = self.channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
+        }
+        let _ = self.amqp.close(200, "test done".into()).await;
+        let keys: Vec<String> = {
+            let mut scan = self.redis.scan_buffered(format!("{}*", self.settings.status.key_prefix), Some(1000), None);
+            let mut keys = Vec::new();
+            while let Some(Ok(key)) = scan.next().await {
+                keys.push(key.into_string().unwrap_or_default());
+            }
+            keys
+        };
+        if !keys.is_empty() {
+            let _: i64 = self.redis.del(keys).await.unwrap_or_default();
+        }
+        let _ = self.db.close().await;
+        if let Ok(admin) = Database::connect(format!("{}/postgres", server_url())).await {
+            let _ = admin
+                .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"op_test_{}\" WITH (FORCE)", self.id))
+                .await;
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, FromQueryResult)]
+pub struct OrderRow {
+    pub order_id: i64,
+    pub correlation_id: String,
+    pub customer_id: String,
+    pub currency: String,
+    pub total: String,
+    pub identity_subject: Option<String>,
+    pub accepted_at: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, FromQueryResult)]
+pub struct ItemRow {
+    pub line_number: i32,
+    pub sku: String,
+    pub quantity: i32,
+    pub unit_price: String,
+}
+
+/// A valid order body with the given correlation id.
+pub fn order(correlation_id: &str) -> Value {
+    json!({
+        "correlationId": correlation_id, "customerId": "C-1042", "currency": "EUR",
+        "items": [{"sku": "SKU-1", "quantity": 2, "unitPrice": 19.99}, {"sku": "SKU-2", "quantity": 1, "unitPrice": "0.0100"}],
+        "acceptedAt": "2026-11-24T10:00:00Z",
+        "identity": {"subject": "user-123", "claims": {"tenant": "acme"}}
+    })
+}
+
+pub fn new_correlation_id() -> String {
+    Uuid::new_v4().to_string()
+}
+
+/// Polls `check` every 20 ms until it yields a value; panics after 20 s naming `what`.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn header<'a>(message: &'a lapin::message::BasicGetMessage, name: &str) -> Option<&'a AMQPValue> {
+    message.properties.headers().as_ref()?.inner().get(name)
+}
+
+pub fn header_text(message: &lapin::message::BasicGetMessage, name: &str) -> Option<String> {
+    match header(message, name)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::LongLongInt(n) => Some(n.to_string()),
+        other => Some(format!("{other:?}")),
+    }
+}
+
+pub fn text_header(value: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(value))
+}
+
+pub fn body_json(message: &lapin::message::BasicGetMessage) -> Value {
+    serde_json::from_slice(&message.delivery.data).expect("JSON body")
+}
