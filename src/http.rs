@@ -20,7 +20,9 @@ pub struct HttpConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { addr: SocketAddr::from(([0, 0, 0, 0], 8080)) }
+        Self {
+            addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use actors::status_writer::StatusConfig;
 use serde::{Deserialize, Serialize};
 
 /// Serializes with passwords masked, so it can be logged at startup.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Settings {
     pub amqp: AmqpConfig,
@@ -22,11 +22,29 @@ pub struct Settings {
     pub migrate_on_start: bool,
 }
 
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            amqp: AmqpConfig::default(),
+            consumer: ConsumerConfig::default(),
+            processor: ProcessorConfig::default(),
+            status: StatusConfig::default(),
+            publisher: PublisherConfig::default(),
+            http: HttpConfig::default(),
+            migrate_on_start: true,
+        }
+    }
+}
+
 /// A combination of settings that cannot work, named so the operator knows what to change.
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
     #[error("{first} and {second} name the same queue {queue:?}; they must differ")]
-    SameQueue { first: &'static str, second: &'static str, queue: String },
+    SameQueue {
+        first: &'static str,
+        second: &'static str,
+        queue: String,
+    },
 }
 
 impl Settings {
@@ -39,7 +57,11 @@ impl Settings {
         ];
         for (i, (first, a)) in queues.iter().enumerate() {
             if let Some((second, _)) = queues[i + 1..].iter().find(|(_, b)| a == b) {
-                return Err(SettingsError::SameQueue { first, second, queue: a.clone() });
+                return Err(SettingsError::SameQueue {
+                    first,
+                    second,
+                    queue: a.clone(),
+                });
             }
         }
         Ok(())
@@ -64,6 +86,9 @@ mod tests {
         let mut settings = Settings::default();
         settings.amqp.outbound_queue = settings.amqp.inbound_queue.clone();
         let error = settings.validate().unwrap_err().to_string();
-        assert!(error.contains("ORDER_PROCESS_INBOUND_QUEUE and ORDER_PROCESS_OUTBOUND_QUEUE"), "{error}");
+        assert!(
+            error.contains("ORDER_PROCESS_INBOUND_QUEUE and ORDER_PROCESS_OUTBOUND_QUEUE"),
+            "{error}"
+        );
     }
 }

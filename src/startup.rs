@@ -43,7 +43,9 @@ impl Application {
         let http = actix_rt::spawn(server);
         tracing::info!(%http_addr, "health endpoints up");
 
-        let db = processor::connect(&settings.processor).await.context("DATABASE_URL is not usable")?;
+        let db = processor::connect(&settings.processor)
+            .await
+            .context("DATABASE_URL is not usable")?;
         if settings.migrate_on_start {
             until_ok("apply database migrations", || Migrator::up(&db, None)).await;
             tracing::info!("database schema up to date");
@@ -66,7 +68,15 @@ impl Application {
             publish_retry: settings.publisher.retry,
         };
         let worker = Worker::start(ports, config, health);
-        Ok(Self { worker, http_addr, stop_http, http, db, redis, settings })
+        Ok(Self {
+            worker,
+            http_addr,
+            stop_http,
+            http,
+            db,
+            redis,
+            settings,
+        })
     }
 
     /// The address the health endpoint is bound to.
@@ -86,7 +96,10 @@ impl Application {
         tracing::info!(?timeout, "draining");
         let report = self.worker.drain(timeout).await.context("the consumer is gone")?;
         if report.abandoned > 0 {
-            tracing::warn!(abandoned = report.abandoned, "drain timed out; unfinished deliveries return to the queue");
+            tracing::warn!(
+                abandoned = report.abandoned,
+                "drain timed out; unfinished deliveries return to the queue"
+            );
         } else {
             tracing::info!("drained");
         }
@@ -104,7 +117,9 @@ pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
         database_url: actors::secret::SecretUrl::new(database_url),
         ..Default::default()
     };
-    let db = processor::connect(&config).await.context("DATABASE_URL is not usable")?;
+    let db = processor::connect(&config)
+        .await
+        .context("DATABASE_URL is not usable")?;
     Migrator::up(&db, None).await.context("migration failed")?;
     db.close().await?;
     Ok(())

@@ -6,7 +6,9 @@ use std::process::Command;
 
 fn order_process() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_order-process"));
-    command.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
     command
 }
 
@@ -16,9 +18,16 @@ fn help_documents_every_setting_with_its_environment_variable() {
     assert!(output.status.success());
     let help = String::from_utf8(output.stdout).unwrap();
     for env in [
-        "AMQP_URL", "DATABASE_URL", "REDIS_URL", "ORDER_PROCESS_INBOUND_QUEUE", "ORDER_PROCESS_OUTBOUND_QUEUE",
-        "ORDER_PROCESS_PREFETCH", "ORDER_PROCESS_STATUS_TTL_SECONDS", "ORDER_PROCESS_REDIS_KEY_PREFIX",
-        "ORDER_PROCESS_HTTP_ADDR", "ORDER_PROCESS_LOG_FORMAT",
+        "AMQP_URL",
+        "DATABASE_URL",
+        "REDIS_URL",
+        "ORDER_PROCESS_INBOUND_QUEUE",
+        "ORDER_PROCESS_OUTBOUND_QUEUE",
+        "ORDER_PROCESS_PREFETCH",
+        "ORDER_PROCESS_STATUS_TTL_SECONDS",
+        "ORDER_PROCESS_REDIS_KEY_PREFIX",
+        "ORDER_PROCESS_HTTP_ADDR",
+        "ORDER_PROCESS_LOG_FORMAT",
     ] {
         assert!(help.contains(&format!("[env: {env}]")), "--help lacks {env}");
     }
@@ -50,7 +59,10 @@ fn queues_that_collide_stop_startup_naming_both_settings() {
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("ORDER_PROCESS_INBOUND_QUEUE and ORDER_PROCESS_OUTBOUND_QUEUE"), "{stderr}");
+    assert!(
+        stderr.contains("ORDER_PROCESS_INBOUND_QUEUE and ORDER_PROCESS_OUTBOUND_QUEUE"),
+        "{stderr}"
+    );
 }
 
 #[actix_rt::test]
@@ -58,7 +70,11 @@ async fn migrate_creates_the_schema_and_is_repeatable() {
     let env = common::TestEnv::new().await;
     let url = env.settings.processor.database_url.expose().to_owned();
     for _ in 0..2 {
-        let output = order_process().arg("migrate").env("DATABASE_URL", &url).output().unwrap();
+        let output = order_process()
+            .arg("migrate")
+            .env("DATABASE_URL", &url)
+            .output()
+            .unwrap();
         assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     }
     assert!(env.orders().await.is_empty(), "the orders table exists");

@@ -5,8 +5,8 @@
 //! backwards, an order is stored once per CorrelationId.
 
 use crate::messaging::{
-    BrokerError, Delivery, FailureRecord, InboundBroker, InboundMessage, OutboundBroker, OutboundMessage,
-    Outbox, Settle, Subscription, SubscriptionControl, headers,
+    BrokerError, Delivery, FailureRecord, InboundBroker, InboundMessage, OutboundBroker, OutboundMessage, Outbox,
+    Settle, Subscription, SubscriptionControl, headers,
 };
 use crate::order::{CorrelationId, OrderId, ValidOrder};
 use crate::processor::{OrderStore, OrderStoreError, Persisted};
@@ -51,12 +51,22 @@ struct Queues {
 
 impl Queues {
     fn push(&self, queue: &str, message: StoredMessage) {
-        self.queues.lock().unwrap().entry(queue.to_owned()).or_default().push_back(message);
+        self.queues
+            .lock()
+            .unwrap()
+            .entry(queue.to_owned())
+            .or_default()
+            .push_back(message);
         self.arrived.notify_waiters();
     }
 
     fn push_front(&self, queue: &str, message: StoredMessage) {
-        self.queues.lock().unwrap().entry(queue.to_owned()).or_default().push_front(message);
+        self.queues
+            .lock()
+            .unwrap()
+            .entry(queue.to_owned())
+            .or_default()
+            .push_front(message);
         self.arrived.notify_waiters();
     }
 
@@ -76,16 +86,26 @@ pub struct MemoryBroker {
 
 impl MemoryBroker {
     pub fn new(inbound: &str, dead_letter: &str) -> Self {
-        Self { queues: Arc::default(), inbound: inbound.into(), dead_letter: dead_letter.into() }
+        Self {
+            queues: Arc::default(),
+            inbound: inbound.into(),
+            dead_letter: dead_letter.into(),
+        }
     }
 
-    pub fn publish(&self, queue: &str, message: StoredMessage) {
+    pub fn send(&self, queue: &str, message: StoredMessage) {
         self.queues.push(queue, message);
     }
 
     /// Takes every message out of `queue`.
     pub fn take_all(&self, queue: &str) -> Vec<StoredMessage> {
-        self.queues.queues.lock().unwrap().remove(queue).map(Vec::from).unwrap_or_default()
+        self.queues
+            .queues
+            .lock()
+            .unwrap()
+            .remove(queue)
+            .map(Vec::from)
+            .unwrap_or_default()
     }
 
     pub fn len(&self, queue: &str) -> usize {
@@ -117,7 +137,10 @@ impl InboundBroker for MemoryBroker {
                 }
             }
         });
-        Ok(Subscription { deliveries, control: Box::new(MemorySubscription { cancelled }) })
+        Ok(Subscription {
+            deliveries,
+            control: Box::new(MemorySubscription { cancelled }),
+        })
     }
 }
 
@@ -132,7 +155,11 @@ impl MemoryBroker {
         };
         Delivery {
             message,
-            settle: Box::new(MemorySettle { broker: self.clone(), stored: Some(stored), _permit: permit }),
+            settle: Box::new(MemorySettle {
+                broker: self.clone(),
+                stored: Some(stored),
+                _permit: permit,
+            }),
         }
     }
 }
@@ -236,7 +263,10 @@ impl Outbox for MemoryBroker {
 impl StoredMessage {
     /// Failed attempts recorded in the headers.
     pub fn attempts(&self) -> u32 {
-        self.headers.get(headers::ATTEMPTS).and_then(|a| a.parse().ok()).unwrap_or(0)
+        self.headers
+            .get(headers::ATTEMPTS)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(0)
     }
 }
 
@@ -283,9 +313,15 @@ impl OrderStore for MemoryOrderStore {
     async fn persist(&self, order: &ValidOrder) -> Result<Persisted, OrderStoreError> {
         let mut orders = self.orders.lock().unwrap();
         if let Some(index) = orders.iter().position(|o| o.correlation_id == order.correlation_id) {
-            return Ok(Persisted { order_id: OrderId(index as i64 + 1), created: false });
+            return Ok(Persisted {
+                order_id: OrderId(index as i64 + 1),
+                created: false,
+            });
         }
         orders.push(order.clone());
-        Ok(Persisted { order_id: OrderId(orders.len() as i64), created: true })
+        Ok(Persisted {
+            order_id: OrderId(orders.len() as i64),
+            created: true,
+        })
     }
 }

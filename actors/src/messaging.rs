@@ -43,7 +43,10 @@ pub struct InboundMessage {
 impl InboundMessage {
     /// Failed attempts recorded on the message by earlier deliveries.
     pub fn attempts(&self) -> u32 {
-        self.headers.get(headers::ATTEMPTS).and_then(|v| v.parse().ok()).unwrap_or(0)
+        self.headers
+            .get(headers::ATTEMPTS)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
     }
 
     pub fn first_failure(&self) -> Option<DateTime<Utc>> {

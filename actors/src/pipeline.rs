@@ -72,20 +72,34 @@ impl Stages {
         let persisted = step(Stage::Persist, self.processor.send(PersistOrder { order })).await?;
         tracing::Span::current().record("order_id", persisted.order_id.0);
         step(Stage::MarkCompleted, self.status.send(mark(OrderStatus::Completed))).await?;
-        let event = OrderProcessed { correlation_id, order_id: persisted.order_id };
+        let event = OrderProcessed {
+            correlation_id,
+            order_id: persisted.order_id,
+        };
         step(Stage::Publish, self.publisher.send(PublishOrderProcessed { event })).await?;
         Ok(persisted)
     }
 }
 
-async fn step<T, E>(stage: Stage, reply: impl Future<Output = Result<Result<T, E>, MailboxError>>) -> Result<T, StageFailure>
+async fn step<T, E>(
+    stage: Stage,
+    reply: impl Future<Output = Result<Result<T, E>, MailboxError>>,
+) -> Result<T, StageFailure>
 where
     E: Transience + fmt::Display,
 {
     match reply.await {
         Ok(Ok(value)) => Ok(value),
-        Ok(Err(error)) => Err(StageFailure { stage, transient: error.is_transient(), error: error.to_string() }),
+        Ok(Err(error)) => Err(StageFailure {
+            stage,
+            transient: error.is_transient(),
+            error: error.to_string(),
+        }),
         // The actor stopped or is restarting: the step may succeed on a later delivery.
-        Err(mailbox) => Err(StageFailure { stage, transient: true, error: format!("actor unavailable: {mailbox}") }),
+        Err(mailbox) => Err(StageFailure {
+            stage,
+            transient: true,
+            error: format!("actor unavailable: {mailbox}"),
+        }),
     }
 }

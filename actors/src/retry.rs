@@ -208,9 +208,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// The shortest exact spelling that [`parse_duration`] reads back.
 pub fn format_duration(duration: Duration) -> String {
     let ms = duration.as_millis();
-    if ms != 0 && ms % 60_000 == 0 {
+    if ms != 0 && ms.is_multiple_of(60_000) {
         format!("{}m", ms / 60_000)
-    } else if ms != 0 && ms % 1000 == 0 {
+    } else if ms != 0 && ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")
@@ -246,11 +246,29 @@ mod tests {
         assert_eq!(policy.retries, 5);
         assert_eq!(policy.max_backoff, Duration::from_secs(60));
         assert_eq!(policy.to_string().parse::<RetryPolicy>().unwrap(), policy);
-        assert_eq!("retries=1".parse::<RetryPolicy>().unwrap().timeout, RetryPolicy::default().timeout);
-        assert!("timeout=fast".parse::<RetryPolicy>().unwrap_err().contains("got \"fast\""));
-        assert!("timeout=0s".parse::<RetryPolicy>().unwrap_err().contains("greater than zero"));
+        assert_eq!(
+            "retries=1".parse::<RetryPolicy>().unwrap().timeout,
+            RetryPolicy::default().timeout
+        );
+        assert!(
+            "timeout=fast"
+                .parse::<RetryPolicy>()
+                .unwrap_err()
+                .contains("got \"fast\"")
+        );
+        assert!(
+            "timeout=0s"
+                .parse::<RetryPolicy>()
+                .unwrap_err()
+                .contains("greater than zero")
+        );
         assert!("tries=3".parse::<RetryPolicy>().unwrap_err().contains("unknown key"));
-        assert!("backoff=2s..1s".parse::<RetryPolicy>().unwrap_err().contains("must not exceed"));
+        assert!(
+            "backoff=2s..1s"
+                .parse::<RetryPolicy>()
+                .unwrap_err()
+                .contains("must not exceed")
+        );
     }
 
     #[test]

@@ -30,7 +30,9 @@ impl OrderStatus {
 
     /// The stored statuses that `self` must not overwrite.
     pub fn must_not_replace(self) -> impl Iterator<Item = OrderStatus> {
-        Self::ALL.into_iter().filter(move |current| !may_replace(Some(*current), self))
+        Self::ALL
+            .into_iter()
+            .filter(move |current| !may_replace(Some(*current), self))
     }
 }
 
@@ -73,7 +75,10 @@ mod tests {
     fn completed_is_never_replaced_by_anything_else() {
         assert!(!may_replace(Some(Completed), Processing));
         assert!(!may_replace(Some(Completed), Failed));
-        assert!(may_replace(Some(Completed), Completed), "a redelivery refreshes the TTL");
+        assert!(
+            may_replace(Some(Completed), Completed),
+            "a redelivery refreshes the TTL"
+        );
     }
 
     #[test]

@@ -48,7 +48,12 @@ pub struct Worker {
 impl Worker {
     /// Starts the actors on the current actix system. Must be called from within it.
     pub fn start(ports: Ports, config: WorkerConfig, health: Health) -> Self {
-        let Ports { inbound, outbound, orders, statuses } = ports;
+        let Ports {
+            inbound,
+            outbound,
+            orders,
+            statuses,
+        } = ports;
         let status_writer = Supervisor::start(move |_| StatusWriter::new(statuses, config.status_retry));
         let processor = Supervisor::start(move |_| Processor::new(orders, config.sql_retry));
         let destination = config.outbound_destination;
@@ -62,7 +67,13 @@ impl Worker {
         let consumer_health = health.clone();
         let consumer_config = config.consumer;
         let consumer = Supervisor::start(move |_| Consumer::new(inbound, stages, consumer_config, consumer_health));
-        Self { consumer, status_writer, processor, publisher, health }
+        Self {
+            consumer,
+            status_writer,
+            processor,
+            publisher,
+            health,
+        }
     }
 
     /// Stops consuming and waits (up to `timeout`) for the deliveries in flight.

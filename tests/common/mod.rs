@@ -41,13 +41,17 @@ impl TestEnv {
     pub async fn new() -> Self {
         let id = Uuid::new_v4().simple().to_string()[..12].to_owned();
         let database = format!("op_test_{id}");
-        let admin = Database::connect(format!("{}/postgres", server_url())).await.expect("PostgreSQL reachable");
-        admin.execute_unprepared(&format!("CREATE DATABASE \"{database}\"")).await.unwrap();
+        let admin = Database::connect(format!("{}/postgres", server_url()))
+            .await
+            .expect("PostgreSQL reachable");
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE \"{database}\""))
+            .await
+            .unwrap();
         admin.close().await.unwrap();
         let database_url = format!("{}/{database}", server_url());
 
         let mut settings = Settings::default();
-        settings.migrate_on_start = true;
         settings.processor.database_url = actors::secret::SecretUrl::new(&database_url);
         settings.amqp.url = actors::secret::SecretUrl::new(amqp_url());
         settings.amqp.inbound_queue = format!("test.{id}.orders");
@@ -59,15 +63,31 @@ impl TestEnv {
         settings.consumer.drain_timeout = Duration::from_secs(5);
 
         let db = Database::connect(&database_url).await.unwrap();
-        let amqp = Connection::connect(&amqp_url(), ConnectionProperties::default()).await.expect("RabbitMQ reachable");
+        let amqp = Connection::connect(&amqp_url(), ConnectionProperties::default())
+            .await
+            .expect("RabbitMQ reachable");
         let channel = amqp.create_channel().await.unwrap();
-        let redis = RedisClient::new(fred::types::config::Config::from_url(&redis_url()).unwrap(), None, None, None);
+        let redis = RedisClient::new(
+            fred::types::config::Config::from_url(&redis_url()).unwrap(),
+            None,
+            None,
+            None,
+        );
         redis.init().await.expect("Redis reachable");
-        Self { id, settings, db, amqp, channel, redis }
+        Self {
+            id,
+            settings,
+            db,
+            amqp,
+            channel,
+            redis,
+        }
     }
 
     pub async fn spawn_app(&self) -> Application {
-        Application::build(self.settings.clone()).await.expect("the worker starts")
+        Application::build(self.settings.clone())
+            .await
+            .expect("the worker starts")
     }
 
     /// Starts the worker and waits until it consumes.
@@ -101,7 +121,13 @@ impl TestEnv {
             properties = properties.with_correlation_id(id.into());
         }
         self.channel
-            .basic_publish("".into(), self.inbound().into(), BasicPublishOptions::default(), body, properties)
+            .basic_publish(
+                "".into(),
+                self.inbound().into(),
+                BasicPublishOptions::default(),
+                body,
+                properties,
+            )
             .await
             .unwrap()
             .await
@@ -111,7 +137,11 @@ impl TestEnv {
     /// Waits for the next message on `queue` and takes it (acked).
     pub async fn next_message(&self, queue: &str) -> lapin::message::BasicGetMessage {
         eventually(&format!("a message on {queue}"), || async {
-            let message = self.channel.basic_get(queue.into(), BasicGetOptions { no_ack: true }).await.ok()??;
+            let message = self
+                .channel
+                .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+                .await
+                .ok()??;
             Some(message)
         })
         .await
@@ -120,14 +150,26 @@ impl TestEnv {
     /// Messages ready on `queue` (declared passively: the queue must exist).
     pub async fn ready_count(&self, queue: &str) -> u32 {
         let channel = self.amqp.create_channel().await.unwrap();
-        let options = QueueDeclareOptions { passive: true, ..Default::default() };
-        channel.queue_declare(queue.into(), options, FieldTable::default()).await.unwrap().message_count()
+        let options = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        channel
+            .queue_declare(queue.into(), options, FieldTable::default())
+            .await
+            .unwrap()
+            .message_count()
     }
 
     /// Takes every message currently on `queue`.
     pub async fn drain_queue(&self, queue: &str) -> Vec<lapin::message::BasicGetMessage> {
         let mut messages = Vec::new();
-        while let Some(m) = self.channel.basic_get(queue.into(), BasicGetOptions { no_ack: true }).await.unwrap() {
+        while let Some(m) = self
+            .channel
+            .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+        {
             messages.push(m);
         }
         messages
@@ -179,11 +221,16 @@ impl TestEnv {
                 .map(|d| format!("{}.retry.{}", self.inbound(), actors::retry::format_duration(*d))),
         );
         for queue in queues {
-            let _ = self.channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
+            let _ = self
+                .channel
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await;
         }
         let _ = self.amqp.close(200, "test done".into()).await;
         let keys: Vec<String> = {
-            let mut scan = self.redis.scan_buffered(format!("{}*", self.settings.status.key_prefix), Some(1000), None);
+            let mut scan = self
+                .redis
+                .scan_buffered(format!("{}*", self.settings.status.key_prefix), Some(1000), None);
             let mut keys = Vec::new();
             while let Some(Ok(key)) = scan.next().await {
                 keys.push(key.into_string().unwrap_or_default());

@@ -6,8 +6,8 @@ use crate::messaging::{
 use async_trait::async_trait;
 use futures::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-    BasicRejectOptions, ConfirmSelectOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
+    ConfirmSelectOptions,
 };
 use lapin::types::{FieldTable, ShortString};
 use lapin::{Acker, BasicProperties, Channel, Connection};
@@ -60,7 +60,10 @@ impl InboundBroker for AmqpInbound {
             .await
             .map_err(protocol_error)?;
         let consumer_tag = consumer.tag();
-        let settle = Arc::new(SettleChannel { channel: settle_channel, topology: self.topology.clone() });
+        let settle = Arc::new(SettleChannel {
+            channel: settle_channel,
+            topology: self.topology.clone(),
+        });
         let deliveries = consumer
             .map(move |delivery| {
                 let delivery = delivery.map_err(|e| BrokerError::Closed(e.to_string()))?;
@@ -78,7 +81,11 @@ impl InboundBroker for AmqpInbound {
             .boxed();
         Ok(Subscription {
             deliveries,
-            control: Box::new(AmqpSubscription { connection, channel, consumer_tag }),
+            control: Box::new(AmqpSubscription {
+                connection,
+                channel,
+                consumer_tag,
+            }),
         })
     }
 }
@@ -136,7 +143,13 @@ impl Settle for AmqpSettle {
         if moved.is_err() {
             // The broker would not take the copy: hand the original back instead, so it is
             // neither lost nor held.
-            let _ = self.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+            let _ = self
+                .acker
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                })
+                .await;
         }
         moved
     }
@@ -158,7 +171,9 @@ impl Settle for AmqpSettle {
 async fn ack(acker: &Acker) -> Result<(), BrokerError> {
     match acker.ack(BasicAckOptions::default()).await {
         Ok(true) => Ok(()),
-        Ok(false) => Err(BrokerError::Closed("delivery was already settled or its channel is gone".into())),
+        Ok(false) => Err(BrokerError::Closed(
+            "delivery was already settled or its channel is gone".into(),
+        )),
         Err(e) => Err(BrokerError::Closed(e.to_string())),
     }
 }

@@ -45,7 +45,10 @@ impl Outbox for AmqpOutbox {
             .with_message_id(message.message_id.into())
             .with_correlation_id(message.correlation_id.into())
             .with_timestamp(chrono::Utc::now().timestamp() as u64)
-            .with_headers(convert::merge_headers(None, message.headers.iter().map(|(k, v)| (k.as_str(), v.clone()))));
+            .with_headers(convert::merge_headers(
+                None,
+                message.headers.iter().map(|(k, v)| (k.as_str(), v.clone())),
+            ));
         publish_confirmed(&self.channel, &message.destination, &message.body, properties).await
     }
 
@@ -67,7 +70,10 @@ pub(super) async fn publish_confirmed(
     body: &[u8],
     properties: BasicProperties,
 ) -> Result<(), BrokerError> {
-    let options = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };
+    let options = BasicPublishOptions {
+        mandatory: true,
+        ..BasicPublishOptions::default()
+    };
     let confirm = channel
         .basic_publish("".into(), queue.into(), options, body, properties.with_delivery_mode(2))
         .await

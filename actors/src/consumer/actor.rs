@@ -66,7 +66,8 @@ impl Actor for Consumer {
         }
         let broker = self.broker.clone();
         let prefetch = self.config.prefetch;
-        let subscribing = async move { until_ok("subscribe to the inbound queue", || broker.subscribe(prefetch)).await };
+        let subscribing =
+            async move { until_ok("subscribe to the inbound queue", || broker.subscribe(prefetch)).await };
         ctx.spawn(subscribing.into_actor(self).map(|subscription, act, ctx| {
             let control: Arc<dyn SubscriptionControl> = Arc::from(subscription.control);
             if act.draining {
@@ -106,7 +107,11 @@ impl StreamHandler<Result<Delivery, BrokerError>> for Consumer {
         };
         self.in_flight.send_modify(|n| *n += 1);
         let handling = handle_delivery(self.stages.clone(), self.config.redelivery.clone(), delivery);
-        ctx.spawn(handling.into_actor(self).map(|_, act, _| act.in_flight.send_modify(|n| *n -= 1)));
+        ctx.spawn(
+            handling
+                .into_actor(self)
+                .map(|_, act, _| act.in_flight.send_modify(|n| *n -= 1)),
+        );
     }
 
     fn finished(&mut self, ctx: &mut Self::Context) {

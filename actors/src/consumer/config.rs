@@ -103,7 +103,10 @@ mod tests {
 
     #[test]
     fn delays_grow_then_repeat_the_last() {
-        let policy = RedeliveryPolicy { max_attempts: 9, delays: parse_delays("1s, 4s,16s").unwrap() };
+        let policy = RedeliveryPolicy {
+            max_attempts: 9,
+            delays: parse_delays("1s, 4s,16s").unwrap(),
+        };
         let delays: Vec<_> = (1..=5).map(|n| policy.delay_after(n).as_secs()).collect();
         assert_eq!(delays, [1, 4, 16, 16, 16]);
     }

@@ -1,7 +1,7 @@
 //! One delivery, from bytes to settlement.
 
-use super::disposition::{Disposition, Outcome, decide};
 use super::RedeliveryPolicy;
+use super::disposition::{Disposition, Outcome, decide};
 use crate::messaging::{BrokerError, Delivery};
 use crate::order::{self, CorrelationId};
 use crate::pipeline::Stages;
@@ -13,7 +13,11 @@ use tracing::Instrument;
 /// Decodes the message, walks the pipeline for a valid order, decides and settles. Every log
 /// line on the way carries the message's correlation id (and the order id once known) through
 /// the `delivery` span.
-pub async fn handle_delivery(stages: Stages, policy: RedeliveryPolicy, delivery: Delivery) -> Result<Disposition, BrokerError> {
+pub async fn handle_delivery(
+    stages: Stages,
+    policy: RedeliveryPolicy,
+    delivery: Delivery,
+) -> Result<Disposition, BrokerError> {
     let Delivery { message, settle } = delivery;
     let span = tracing::info_span!(
         "delivery",
@@ -78,7 +82,13 @@ async fn mark_failed(stages: &Stages, claimed: Option<&str>) {
     let Some(correlation_id) = claimed.and_then(|id| id.parse().ok()).map(CorrelationId::new) else {
         return;
     };
-    let marked = stages.status.send(SetStatus { correlation_id, status: OrderStatus::Failed }).await;
+    let marked = stages
+        .status
+        .send(SetStatus {
+            correlation_id,
+            status: OrderStatus::Failed,
+        })
+        .await;
     if !matches!(marked, Ok(Ok(_))) {
         tracing::warn!("could not set status FAILED");
     }

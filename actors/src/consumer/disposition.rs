@@ -25,7 +25,10 @@ pub enum Outcome {
 pub enum Disposition {
     Ack,
     /// Hand back to the broker to deliver again after `delay`.
-    RetryLater { delay: Duration, failure: FailureRecord },
+    RetryLater {
+        delay: Duration,
+        failure: FailureRecord,
+    },
     /// Move to the dead-letter queue, with the reason.
     DeadLetter(FailureRecord),
 }
@@ -34,7 +37,12 @@ pub enum Disposition {
 /// dead-lettered at once; a transient failure is redelivered later, until it has failed
 /// `max_attempts` times in all (the count travels in the message's headers), and then
 /// dead-lettered.
-pub fn decide(outcome: &Outcome, message: &InboundMessage, policy: &RedeliveryPolicy, now: DateTime<Utc>) -> Disposition {
+pub fn decide(
+    outcome: &Outcome,
+    message: &InboundMessage,
+    policy: &RedeliveryPolicy,
+    now: DateTime<Utc>,
+) -> Disposition {
     let record = |kind, dead_letter_reason, error: String| FailureRecord {
         kind,
         dead_letter_reason,
@@ -54,9 +62,15 @@ pub fn decide(outcome: &Outcome, message: &InboundMessage, policy: &RedeliveryPo
         Outcome::Failed(failure) => {
             let retry = record("transient", None, failure.to_string());
             if retry.attempts >= policy.max_attempts {
-                Disposition::DeadLetter(FailureRecord { dead_letter_reason: Some("retries-exhausted"), ..retry })
+                Disposition::DeadLetter(FailureRecord {
+                    dead_letter_reason: Some("retries-exhausted"),
+                    ..retry
+                })
             } else {
-                Disposition::RetryLater { delay: policy.delay_after(retry.attempts), failure: retry }
+                Disposition::RetryLater {
+                    delay: policy.delay_after(retry.attempts),
+                    failure: retry,
+                }
             }
         }
     }
@@ -83,19 +97,35 @@ mod tests {
     }
 
     fn failed(transient: bool) -> Outcome {
-        Outcome::Failed(StageFailure { stage: Stage::Persist, transient, error: "boom".into() })
+        Outcome::Failed(StageFailure {
+            stage: Stage::Persist,
+            transient,
+            error: "boom".into(),
+        })
     }
 
     fn policy() -> RedeliveryPolicy {
-        RedeliveryPolicy { max_attempts: 3, delays: vec![Duration::from_secs(1), Duration::from_secs(4)] }
+        RedeliveryPolicy {
+            max_attempts: 3,
+            delays: vec![Duration::from_secs(1), Duration::from_secs(4)],
+        }
     }
 
     #[test]
     fn only_a_processed_delivery_is_acked() {
-        let processed = Outcome::Processed(Persisted { order_id: OrderId(1), created: false });
-        assert_eq!(decide(&processed, &InboundMessage::default(), &policy(), now()), Disposition::Ack);
+        let processed = Outcome::Processed(Persisted {
+            order_id: OrderId(1),
+            created: false,
+        });
+        assert_eq!(
+            decide(&processed, &InboundMessage::default(), &policy(), now()),
+            Disposition::Ack
+        );
         for outcome in [failed(true), failed(false)] {
-            assert_ne!(decide(&outcome, &InboundMessage::default(), &policy(), now()), Disposition::Ack);
+            assert_ne!(
+                decide(&outcome, &InboundMessage::default(), &policy(), now()),
+                Disposition::Ack
+            );
         }
     }
 
@@ -103,7 +133,10 @@ mod tests {
     fn an_invalid_message_is_dead_lettered_with_its_reason() {
         let invalid = Outcome::Invalid(Rejected {
             correlation_id: None,
-            reason: InvalidOrder::Field { field: "currency".into(), rule: "must be three upper-case letters".into() },
+            reason: InvalidOrder::Field {
+                field: "currency".into(),
+                rule: "must be three upper-case letters".into(),
+            },
         });
         let Disposition::DeadLetter(record) = decide(&invalid, &InboundMessage::default(), &policy(), now()) else {
             panic!("must be dead-lettered")
@@ -115,7 +148,8 @@ mod tests {
 
     #[test]
     fn a_permanent_failure_is_dead_lettered_at_once() {
-        let Disposition::DeadLetter(record) = decide(&failed(false), &InboundMessage::default(), &policy(), now()) else {
+        let Disposition::DeadLetter(record) = decide(&failed(false), &InboundMessage::default(), &policy(), now())
+        else {
             panic!("must be dead-lettered")
         };
         assert_eq!(record.dead_letter_reason, Some("permanent-failure"));
@@ -125,13 +159,36 @@ mod tests {
     #[test]
     fn a_transient_failure_is_retried_with_growing_delay_then_dead_lettered() {
         let first = "2026-11-24T09:00:00+00:00";
-        let decision = |attempts| decide(&failed(true), &message_with_attempts(attempts, Some(first)), &policy(), now());
-        let Disposition::RetryLater { delay, failure } = decision(0) else { panic!("first failure is retried") };
-        assert_eq!((delay, failure.attempts, failure.dead_letter_reason), (Duration::from_secs(1), 1, None));
-        assert_eq!(failure.first_failure.to_rfc3339(), first, "the first failure time is kept");
-        let Disposition::RetryLater { delay, .. } = decision(1) else { panic!("second failure is retried") };
+        let decision = |attempts| {
+            decide(
+                &failed(true),
+                &message_with_attempts(attempts, Some(first)),
+                &policy(),
+                now(),
+            )
+        };
+        let Disposition::RetryLater { delay, failure } = decision(0) else {
+            panic!("first failure is retried")
+        };
+        assert_eq!(
+            (delay, failure.attempts, failure.dead_letter_reason),
+            (Duration::from_secs(1), 1, None)
+        );
+        assert_eq!(
+            failure.first_failure.to_rfc3339(),
+            first,
+            "the first failure time is kept"
+        );
+        let Disposition::RetryLater { delay, .. } = decision(1) else {
+            panic!("second failure is retried")
+        };
         assert_eq!(delay, Duration::from_secs(4));
-        let Disposition::DeadLetter(record) = decision(2) else { panic!("third failure is the last") };
-        assert_eq!((record.attempts, record.dead_letter_reason), (3, Some("retries-exhausted")));
+        let Disposition::DeadLetter(record) = decision(2) else {
+            panic!("third failure is the last")
+        };
+        assert_eq!(
+            (record.attempts, record.dead_letter_reason),
+            (3, Some("retries-exhausted"))
+        );
     }
 }

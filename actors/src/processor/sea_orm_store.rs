@@ -5,8 +5,8 @@ use async_trait::async_trait;
 use sea_orm::sqlx;
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait, ConnectOptions, Database, DatabaseConnection, DbErr, EntityTrait, QueryFilter,
-    QuerySelect, RuntimeErr, TransactionTrait, TryInsertResult,
+    ColumnTrait, ConnectOptions, Database, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QuerySelect,
+    RuntimeErr, TransactionTrait, TryInsertResult,
 };
 use std::time::Duration;
 
@@ -48,7 +48,10 @@ impl SeaOrmOrderStore {
                 order_items::Entity::insert_many(item_rows(order_id, order))
                     .exec_without_returning(&txn)
                     .await?;
-                Persisted { order_id: OrderId(order_id), created: true }
+                Persisted {
+                    order_id: OrderId(order_id),
+                    created: true,
+                }
             }
             TryInsertResult::Conflicted | TryInsertResult::Empty => {
                 let order_id: i64 = orders::Entity::find()
@@ -59,7 +62,10 @@ impl SeaOrmOrderStore {
                     .one(&txn)
                     .await?
                     .ok_or_else(|| DbErr::RecordNotFound(format!("order {correlation_id} vanished")))?;
-                Persisted { order_id: OrderId(order_id), created: false }
+                Persisted {
+                    order_id: OrderId(order_id),
+                    created: false,
+                }
             }
         };
         txn.commit().await?;
@@ -118,7 +124,9 @@ pub fn classify(error: DbErr) -> OrderStoreError {
     };
     let transient = match sqlx_error {
         sqlx::Error::Database(db) => match db.code() {
-            Some(code) => ["08", "40", "53", "57", "58"].iter().any(|class| code.starts_with(class)),
+            Some(code) => ["08", "40", "53", "57", "58"]
+                .iter()
+                .any(|class| code.starts_with(class)),
             // SQLite reports no SQLSTATE; its only passing errors are busy/locked.
             None => db.message().contains("locked") || db.message().contains("busy"),
         },

@@ -30,7 +30,12 @@ pub struct Publisher {
 
 impl Publisher {
     pub fn new(broker: Arc<dyn OutboundBroker>, destination: String, retry: RetryPolicy) -> Self {
-        Self { broker, destination, retry, outbox: watch::Sender::new(None) }
+        Self {
+            broker,
+            destination,
+            retry,
+            outbox: watch::Sender::new(None),
+        }
     }
 }
 

@@ -1,0 +1,250 @@
+//! The whole actor system over in-memory ports: which deliveries are acked, retried or
+//! dead-lettered when a dependency fails. No services needed.
+
+use actors::memory::{MemoryBroker, MemoryOrderStore, MemoryStatusStore, StoredMessage};
+use actors::messaging::{BrokerError, OutboundBroker, OutboundMessage, Outbox};
+use actors::order::{CorrelationId, ValidOrder};
+use actors::processor::{OrderStore, OrderStoreError, Persisted};
+use actors::retry::RetryPolicy;
+use actors::status::OrderStatus;
+use actors::status_writer::{StatusStore, StatusStoreError};
+use actors::{Health, Ports, Worker, WorkerConfig};
+use async_trait::async_trait;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+const INBOUND: &str = "orders";
+const DLQ: &str = "orders.dlq";
+const OUTBOUND: &str = "processed";
+
+fn order_body(cid: &str) -> Vec<u8> {
+    serde_json::json!({"correlationId": cid, "customerId": "C", "currency": "EUR",
+        "items": [{"sku": "S", "quantity": 1, "unitPrice": 1.5}]})
+    .to_string()
+    .into_bytes()
+}
+
+/// Fails its first `failures` calls, transiently or not, then delegates.
+struct Flaky<T> {
+    inner: T,
+    failures: AtomicU32,
+    transient: bool,
+}
+
+impl<T> Flaky<T> {
+    fn new(inner: T, failures: u32, transient: bool) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            failures: AtomicU32::new(failures),
+            transient,
+        })
+    }
+    fn fail_now(&self) -> bool {
+        self.failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+}
+
+#[async_trait]
+impl OrderStore for Flaky<MemoryOrderStore> {
+    async fn persist(&self, order: &ValidOrder) -> Result<Persisted, OrderStoreError> {
+        match (self.fail_now(), self.transient) {
+            (true, true) => Err(OrderStoreError::Unavailable("connection reset".into())),
+            (true, false) => Err(OrderStoreError::Rejected("check constraint violated".into())),
+            _ => self.inner.persist(order).await,
+        }
+    }
+}
+
+#[async_trait]
+impl StatusStore for Flaky<MemoryStatusStore> {
+    async fn advance(&self, id: CorrelationId, next: OrderStatus) -> Result<OrderStatus, StatusStoreError> {
+        if self.fail_now() {
+            return Err(StatusStoreError::Unavailable("redis down".into()));
+        }
+        self.inner.advance(id, next).await
+    }
+}
+
+#[async_trait]
+impl OutboundBroker for Flaky<MemoryBroker> {
+    async fn open(&self) -> Result<Arc<dyn Outbox>, BrokerError> {
+        Ok(Arc::new(FlakyOutbox(
+            self.inner.clone(),
+            AtomicU32::new(self.failures.load(Ordering::SeqCst)),
+        )))
+    }
+}
+
+struct FlakyOutbox(MemoryBroker, AtomicU32);
+
+#[async_trait]
+impl Outbox for FlakyOutbox {
+    async fn publish(&self, message: OutboundMessage) -> Result<(), BrokerError> {
+        if self
+            .1
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(BrokerError::Nacked);
+        }
+        self.0.publish(message).await
+    }
+    fn is_open(&self) -> bool {
+        true
+    }
+    async fn close(&self) {}
+}
+
+struct Harness {
+    broker: MemoryBroker,
+    orders: MemoryOrderStore,
+    statuses: MemoryStatusStore,
+    worker: Worker,
+}
+
+/// Failures to inject: (store failures, store failures transient?, status failures, publish failures).
+fn start(store_failures: u32, transient: bool, status_failures: u32, publish_failures: u32) -> Harness {
+    let broker = MemoryBroker::new(INBOUND, DLQ);
+    let orders = MemoryOrderStore::default();
+    let statuses = MemoryStatusStore::default();
+    let no_retry = RetryPolicy {
+        retries: 0,
+        timeout: Duration::from_secs(1),
+        ..RetryPolicy::default()
+    };
+    let mut config = WorkerConfig {
+        outbound_destination: OUTBOUND.into(),
+        sql_retry: no_retry,
+        status_retry: no_retry,
+        publish_retry: no_retry,
+        ..WorkerConfig::default()
+    };
+    config.consumer.redelivery.delays = vec![Duration::from_millis(10)];
+    config.consumer.redelivery.max_attempts = 3;
+    let ports = Ports {
+        inbound: Arc::new(broker.clone()),
+        outbound: Flaky::new(broker.clone(), publish_failures, true),
+        orders: Flaky::new(orders.clone(), store_failures, transient),
+        statuses: Flaky::new(statuses.clone(), status_failures, true),
+    };
+    let worker = Worker::start(ports, config, Health::default());
+    Harness {
+        broker,
+        orders,
+        statuses,
+        worker,
+    }
+}
+
+impl Harness {
+    fn send(&self, body: Vec<u8>) {
+        self.broker.send(
+            INBOUND,
+            StoredMessage {
+                body: body.into(),
+                ..Default::default()
+            },
+        );
+    }
+
+    /// Stops consuming and waits for every delivery in flight to be settled.
+    async fn drained(&self) {
+        let report = self.worker.drain(Duration::from_secs(5)).await.unwrap();
+        assert_eq!(report.abandoned, 0);
+    }
+
+    async fn wait_for(&self, queue: &str, count: usize) -> Vec<StoredMessage> {
+        for _ in 0..500 {
+            if self.broker.len(queue) >= count {
+                return self.broker.take_all(queue);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("expected {count} messages on {queue}, have {}", self.broker.len(queue));
+    }
+}
+
+fn cid() -> (String, CorrelationId) {
+    let id = uuid::Uuid::new_v4();
+    (id.to_string(), CorrelationId::new(id))
+}
+
+#[actix_rt::test]
+async fn healthy_ports_mean_ack_after_store_status_and_event() {
+    let h = start(0, true, 0, 0);
+    let (text, id) = cid();
+    h.send(order_body(&text));
+    let events = h.wait_for(OUTBOUND, 1).await;
+    h.drained().await;
+    assert_eq!(events[0].correlation_id.as_deref(), Some(text.as_str()));
+    assert_eq!(h.orders.orders().len(), 1);
+    assert_eq!(h.statuses.get(id), Some(OrderStatus::Completed));
+    assert_eq!(h.broker.len(INBOUND) + h.broker.len(DLQ), 0, "acked, not dead-lettered");
+}
+
+#[actix_rt::test]
+async fn a_failing_store_means_no_ack_and_a_retry_that_then_succeeds() {
+    let h = start(1, true, 0, 0);
+    let (text, id) = cid();
+    h.send(order_body(&text));
+    let events = h.wait_for(OUTBOUND, 1).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(h.statuses.get(id), Some(OrderStatus::Completed));
+    assert_eq!(h.orders.orders().len(), 1);
+    assert_eq!(h.broker.len(DLQ), 0);
+}
+
+#[actix_rt::test]
+async fn a_failing_status_writer_means_no_ack_and_no_order_before_the_status_is_set() {
+    let h = start(0, true, 1, 0);
+    let (text, _) = cid();
+    h.send(order_body(&text));
+    h.wait_for(OUTBOUND, 1).await;
+    assert_eq!(h.orders.orders().len(), 1);
+}
+
+#[actix_rt::test]
+async fn a_failing_publisher_means_no_ack_and_the_event_is_published_on_the_retry() {
+    let h = start(0, true, 0, 1);
+    let (text, _) = cid();
+    h.send(order_body(&text));
+    let events = h.wait_for(OUTBOUND, 1).await;
+    assert_eq!(events.len(), 1, "the failed publish produced nothing");
+    assert_eq!(h.orders.orders().len(), 1, "the retry found the stored order");
+}
+
+#[actix_rt::test]
+async fn a_store_that_keeps_failing_dead_letters_after_max_attempts_and_marks_failed() {
+    let h = start(u32::MAX, true, 0, 0);
+    let (text, id) = cid();
+    h.send(order_body(&text));
+    let dead = h.wait_for(DLQ, 1).await;
+    assert_eq!(dead[0].attempts(), 3);
+    assert_eq!(dead[0].headers["x-order-process-reason"], "retries-exhausted");
+    assert_eq!(dead[0].body, order_body(&text));
+    assert_eq!(h.statuses.get(id), Some(OrderStatus::Failed));
+    assert_eq!(h.broker.len(OUTBOUND), 0, "no event for an unstored order");
+}
+
+#[actix_rt::test]
+async fn a_permanent_store_failure_is_dead_lettered_at_once() {
+    let h = start(1, false, 0, 0);
+    let (text, _) = cid();
+    h.send(order_body(&text));
+    let dead = h.wait_for(DLQ, 1).await;
+    assert_eq!(dead[0].attempts(), 1);
+    assert_eq!(dead[0].headers["x-order-process-reason"], "permanent-failure");
+    assert!(dead[0].headers["x-order-process-last-error"].contains("check constraint"));
+}
+
+#[actix_rt::test]
+async fn an_invalid_message_is_dead_lettered_without_touching_the_store() {
+    let h = start(0, true, 0, 0);
+    h.send(b"{\"correlationId\": 42}".to_vec());
+    let dead = h.wait_for(DLQ, 1).await;
+    assert_eq!(dead[0].headers["x-order-process-reason"], "invalid");
+    assert!(h.orders.orders().is_empty());
+}

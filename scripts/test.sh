@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: starts the services if needed, sweeps what earlier
+# interrupted runs left behind, then runs every test of the workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/start-services.sh
+
+# Leftovers of test runs that were killed before their cleanup (databases, queues, keys named
+# after a test id). Nothing else is touched.
+psql -h 127.0.0.1 -U postgres -d postgres -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'op\_test\_%'" 2>/dev/null |
+  while read -r db; do psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" || true; done || true
+if command -v rabbitmqctl >/dev/null; then
+  rabbitmqctl -q list_queues name 2>/dev/null | grep -E '^test\.[0-9a-f]{12}\.' |
+    while read -r queue; do rabbitmqctl -q delete_queue "$queue" >/dev/null 2>&1 || true; done || true
+fi
+redis-cli -h 127.0.0.1 --scan --pattern 'test:*' 2>/dev/null | xargs -r -n 500 redis-cli -h 127.0.0.1 del >/dev/null || true
+
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast "$@"
+else
+  cargo test --workspace --no-fail-fast "$@"
+fi
