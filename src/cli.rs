@@ -36,6 +36,46 @@ pub enum Command {
     Run(RunArgs),
     /// Apply the database migrations and exit.
     Migrate(MigrateArgs),
+    /// Inspect and operate the dead-letter queue.
+    Dlq(DlqArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DlqArgs {
+    #[command(subcommand)]
+    pub action: DlqAction,
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum DlqAction {
+    /// Count the dead letters and show each: correlation id, reason, attempts, time, error.
+    List {
+        /// Show at most this many messages (the count is always the total).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move dead letters back to the inbound queue, with their retry count reset.
+    Replay {
+        /// Replay only the messages of these orders.
+        #[arg(long = "correlation-id", required_unless_present = "all", conflicts_with = "all")]
+        correlation_ids: Vec<String>,
+        /// Replay every dead letter.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Delete every dead letter.
+    Purge {
+        /// Confirm the deletion.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -61,10 +101,24 @@ pub struct MigrateArgs {
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct RunArgs {
+pub struct BrokerArgs {
     /// AMQP 0-9-1 broker URL.
     #[arg(long, env = "AMQP_URL", hide_env_values = true, default_value_t = default_url(AmqpConfig::default().url), value_parser = parse_url)]
     pub amqp_url: String,
+
+    /// Queue the orders arrive on.
+    #[arg(long, env = "ORDER_PROCESS_INBOUND_QUEUE", hide_env_values = true, default_value_t = AmqpConfig::default().inbound_queue, value_parser = parse_queue_name)]
+    pub inbound_queue: String,
+
+    /// Dead-letter queue [default: <inbound-queue>.dlq].
+    #[arg(long, env = "ORDER_PROCESS_DEAD_LETTER_QUEUE", hide_env_values = true, value_parser = parse_queue_name)]
+    pub dead_letter_queue: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub broker: BrokerArgs,
 
     /// PostgreSQL URL.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true, default_value_t = default_url(ProcessorConfig::default().database_url), value_parser = parse_url)]
@@ -74,17 +128,9 @@ pub struct RunArgs {
     #[arg(long, env = "REDIS_URL", hide_env_values = true, default_value_t = default_url(StatusConfig::default().redis_url), value_parser = parse_url)]
     pub redis_url: String,
 
-    /// Queue the orders arrive on.
-    #[arg(long, env = "ORDER_PROCESS_INBOUND_QUEUE", hide_env_values = true, default_value_t = AmqpConfig::default().inbound_queue, value_parser = parse_queue_name)]
-    pub inbound_queue: String,
-
     /// Queue the OrderProcessed events are published to.
     #[arg(long, env = "ORDER_PROCESS_OUTBOUND_QUEUE", hide_env_values = true, default_value_t = AmqpConfig::default().outbound_queue, value_parser = parse_queue_name)]
     pub outbound_queue: String,
-
-    /// Dead-letter queue [default: <inbound-queue>.dlq].
-    #[arg(long, env = "ORDER_PROCESS_DEAD_LETTER_QUEUE", hide_env_values = true, value_parser = parse_queue_name)]
-    pub dead_letter_queue: Option<String>,
 
     /// Type of the queues this service declares: classic or quorum.
     #[arg(
@@ -157,15 +203,25 @@ pub struct RunArgs {
     pub log: LogArgs,
 }
 
+impl BrokerArgs {
+    /// The broker part of the configuration; the rest at its defaults.
+    pub fn into_config(self) -> AmqpConfig {
+        AmqpConfig {
+            url: SecretUrl::new(self.amqp_url),
+            inbound_queue: self.inbound_queue,
+            dead_letter_queue: self.dead_letter_queue.unwrap_or_default(),
+            ..AmqpConfig::default()
+        }
+    }
+}
+
 impl RunArgs {
     pub fn into_settings(self) -> Settings {
         let amqp = AmqpConfig {
-            url: SecretUrl::new(self.amqp_url),
-            inbound_queue: self.inbound_queue,
             outbound_queue: self.outbound_queue,
-            dead_letter_queue: self.dead_letter_queue.unwrap_or_default(),
             queue_type: self.queue_type,
             delivery_limit: self.delivery_limit,
+            ..self.broker.into_config()
         };
         let consumer = ConsumerConfig {
             prefetch: self.prefetch,
@@ -203,6 +259,7 @@ impl Command {
         match self {
             Self::Run(args) => args.log.log_format,
             Self::Migrate(args) => args.log.log_format,
+            Self::Dlq(args) => args.log.log_format,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! ([`startup`]). `main.rs` only calls [`run`].
 
 pub mod cli;
+pub mod dlq;
 pub mod http;
 pub mod settings;
 pub mod startup;
@@ -20,6 +21,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             let app = startup::Application::build(args.into_settings()).await?;
             app.run_until_stopped(startup::shutdown_signal()).await
         }
+        Command::Dlq(args) => dlq::run(args).await,
         Command::Migrate(args) => {
             startup::migrate(&args.database_url).await?;
             tracing::info!("migrations applied");

@@ -9,6 +9,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
+use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -175,4 +176,31 @@ pub trait Outbox: Send + Sync {
     /// False once the underlying channel is gone; the owner then opens a new one.
     fn is_open(&self) -> bool;
     async fn close(&self);
+}
+
+/// A message in the dead-letter queue, as an operator sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeadLetter {
+    pub correlation_id: Option<String>,
+    /// This service's reason (`invalid`, `permanent-failure`, `retries-exhausted`), or
+    /// `broker:<reason>` for a message the broker dead-lettered itself (e.g. `broker:delivery_limit`).
+    pub reason: String,
+    pub error: Option<String>,
+    pub attempts: u32,
+    pub first_failure: Option<String>,
+    pub last_failure: Option<String>,
+}
+
+/// Operating the dead-letter queue.
+#[async_trait]
+pub trait DeadLetterQueue: Send + Sync {
+    /// How many messages it holds, and the first `limit` of them, without removing any.
+    async fn browse(&self, limit: usize) -> Result<(u32, Vec<DeadLetter>), BrokerError>;
+    /// Moves the messages `select` picks back to the inbound queue with their failure history
+    /// removed (so their attempts count from zero again). Each copy is confirmed by the broker
+    /// before the dead letter is removed, so an interrupted replay loses nothing (at worst a
+    /// message is both replayed and still in the DLQ). Returns how many were moved.
+    async fn replay(&self, select: &(dyn for<'l> Fn(&'l DeadLetter) -> bool + Sync)) -> Result<usize, BrokerError>;
+    /// Deletes every dead letter; returns how many.
+    async fn purge(&self) -> Result<u32, BrokerError>;
 }

@@ -5,6 +5,7 @@
 //! - [`AmqpInbound`]: the consumer's subscription; settles deliveries by ack, or by a confirmed
 //!   publish to a retry or dead-letter queue followed by an ack.
 //! - [`AmqpOutbound`]: the publisher's confirm-mode channel.
+//! - [`AmqpDeadLetters`]: the `dlq` commands (list, replay, purge).
 //!
 //! lapin does not reconnect by itself here (its auto-recovery is left off on purpose): a lost
 //! connection ends the subscription or breaks the outbox, the owning actor stops, and its
@@ -12,11 +13,13 @@
 
 mod config;
 mod convert;
+mod dead_letters;
 mod inbound;
 mod outbound;
 mod topology;
 
 pub use config::{AmqpConfig, QueueType};
+pub use dead_letters::AmqpDeadLetters;
 pub use inbound::AmqpInbound;
 pub use outbound::AmqpOutbound;
 pub use topology::Topology;

@@ -1,0 +1,167 @@
+use super::outbound::publish_confirmed;
+use super::{AmqpConfig, connect, convert, protocol_error};
+use crate::messaging::{BrokerError, DeadLetter, DeadLetterQueue, headers};
+use async_trait::async_trait;
+use lapin::message::BasicGetMessage;
+use lapin::options::{BasicAckOptions, BasicGetOptions, ConfirmSelectOptions, QueueDeclareOptions, QueuePurgeOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Channel, Connection};
+
+/// The dead-letter queue on RabbitMQ. Browsing takes messages without acking them and closes the
+/// channel afterwards, which returns them to the queue in their order.
+pub struct AmqpDeadLetters {
+    config: AmqpConfig,
+}
+
+impl AmqpDeadLetters {
+    pub fn new(config: AmqpConfig) -> Self {
+        Self { config }
+    }
+
+    async fn open(&self) -> Result<(Connection, Channel, u32), BrokerError> {
+        let connection = connect(&self.config, "dlq tool").await?;
+        let channel = connection.create_channel().await.map_err(protocol_error)?;
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let queue = channel
+            .queue_declare(
+                self.config.dead_letter_queue().as_str().into(),
+                passive,
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| {
+                BrokerError::Protocol(format!("dead-letter queue {:?}: {e}", self.config.dead_letter_queue()))
+            })?;
+        Ok((connection, channel, queue.message_count()))
+    }
+
+    async fn next(&self, channel: &Channel) -> Result<Option<BasicGetMessage>, BrokerError> {
+        channel
+            .basic_get(
+                self.config.dead_letter_queue().as_str().into(),
+                BasicGetOptions { no_ack: false },
+            )
+            .await
+            .map_err(protocol_error)
+    }
+}
+
+#[async_trait]
+impl DeadLetterQueue for AmqpDeadLetters {
+    async fn browse(&self, limit: usize) -> Result<(u32, Vec<DeadLetter>), BrokerError> {
+        let (connection, channel, count) = self.open().await?;
+        let mut letters = Vec::new();
+        while letters.len() < limit.min(count as usize) {
+            let Some(message) = self.next(&channel).await? else {
+                break;
+            };
+            letters.push(describe(&message));
+        }
+        let _ = connection.close(200, "browsed".into()).await;
+        Ok((count, letters))
+    }
+
+    async fn replay(&self, select: &(dyn for<'l> Fn(&'l DeadLetter) -> bool + Sync)) -> Result<usize, BrokerError> {
+        let (connection, channel, count) = self.open().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(protocol_error)?;
+        let mut moved = 0;
+        // Unselected messages stay unacked on this channel, so each message is seen once.
+        for _ in 0..count {
+            let Some(message) = self.next(&channel).await? else {
+                break;
+            };
+            let letter = describe(&message);
+            if !select(&letter) {
+                continue;
+            }
+            let delivery = &message.delivery;
+            let properties = convert::without_expiration(&delivery.properties)
+                .with_headers(without_failure_history(delivery.properties.headers().as_ref()));
+            publish_confirmed(&channel, &self.config.inbound_queue, &delivery.data, properties).await?;
+            delivery
+                .acker
+                .ack(BasicAckOptions::default())
+                .await
+                .map_err(|e| BrokerError::Closed(e.to_string()))?;
+            moved += 1;
+        }
+        let _ = connection.close(200, "replayed".into()).await;
+        Ok(moved)
+    }
+
+    async fn purge(&self) -> Result<u32, BrokerError> {
+        let (connection, channel, _) = self.open().await?;
+        let purged = channel
+            .queue_purge(
+                self.config.dead_letter_queue().as_str().into(),
+                QueuePurgeOptions::default(),
+            )
+            .await
+            .map_err(protocol_error)?;
+        let _ = connection.close(200, "purged".into()).await;
+        Ok(purged)
+    }
+}
+
+fn describe(message: &BasicGetMessage) -> DeadLetter {
+    let delivery = &message.delivery;
+    let view = convert::inbound_message(bytes::Bytes::new(), &delivery.properties, delivery.redelivered);
+    let death = broker_death(delivery.properties.headers().as_ref());
+    let reason = match (view.headers.get(headers::DEAD_LETTER_REASON), &death) {
+        (Some(reason), _) => reason.clone(),
+        (None, Some((reason, _))) => format!("broker:{reason}"),
+        (None, None) => "unknown".into(),
+    };
+    DeadLetter {
+        correlation_id: view.correlation_id.clone(),
+        reason,
+        error: view.headers.get(headers::LAST_ERROR).cloned(),
+        attempts: match view.headers.get(headers::ATTEMPTS) {
+            Some(_) => view.attempts(),
+            None => death.map_or(0, |(_, count)| count),
+        },
+        first_failure: view.headers.get(headers::FIRST_FAILURE).cloned(),
+        last_failure: view.headers.get(headers::LAST_FAILURE).cloned(),
+    }
+}
+
+/// The reason and count of the newest entry of RabbitMQ's own `x-death` header.
+fn broker_death(table: Option<&FieldTable>) -> Option<(String, u32)> {
+    let AMQPValue::FieldArray(deaths) = table?.inner().get("x-death")? else {
+        return None;
+    };
+    let AMQPValue::FieldTable(newest) = deaths.as_slice().first()? else {
+        return None;
+    };
+    let reason = match newest.inner().get("reason")? {
+        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        other => format!("{other:?}"),
+    };
+    let count = match newest.inner().get("count") {
+        Some(AMQPValue::LongLongInt(n)) => *n as u32,
+        _ => 1,
+    };
+    Some((reason, count))
+}
+
+/// The headers without this service's failure records and the broker's death records.
+fn without_failure_history(table: Option<&FieldTable>) -> FieldTable {
+    let mut kept = FieldTable::default();
+    for (key, value) in table.map(|t| t.inner().iter()).into_iter().flatten() {
+        let key_text = key.as_str();
+        let history = key_text.starts_with("x-order-process-")
+            || key_text == "x-death"
+            || key_text.starts_with("x-first-death-")
+            || key_text.starts_with("x-last-death-");
+        if !history {
+            kept.insert(key.clone(), value.clone());
+        }
+    }
+    kept
+}

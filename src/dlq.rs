@@ -1,0 +1,78 @@
+//! `order-process dlq`: list, replay and purge the dead-letter queue. Output goes to stdout;
+//! logs to stderr.
+
+use crate::cli::{DlqAction, DlqArgs};
+use actors::amqp::AmqpDeadLetters;
+use actors::messaging::{DeadLetter, DeadLetterQueue};
+use anyhow::bail;
+use std::io::Write;
+
+pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
+    let config = args.broker.into_config();
+    let queue = config.dead_letter_queue();
+    let dead_letters = AmqpDeadLetters::new(config);
+    let mut out = std::io::stdout().lock();
+    match args.action {
+        DlqAction::List { limit, json } => {
+            let (count, letters) = dead_letters.browse(limit).await?;
+            if json {
+                let listing = serde_json::json!({"queue": queue, "count": count, "messages": letters});
+                writeln!(out, "{}", serde_json::to_string_pretty(&listing)?)?;
+            } else {
+                write_table(&mut out, &queue, count, &letters)?;
+            }
+        }
+        DlqAction::Replay { correlation_ids, all } => {
+            let select = |letter: &DeadLetter| {
+                all || letter
+                    .correlation_id
+                    .as_ref()
+                    .is_some_and(|id| correlation_ids.iter().any(|c| c.eq_ignore_ascii_case(id)))
+            };
+            let moved = dead_letters.replay(&select).await?;
+            writeln!(out, "replayed {moved} message(s) from {queue}")?;
+        }
+        DlqAction::Purge { yes } => {
+            if !yes {
+                let (count, _) = dead_letters.browse(0).await?;
+                bail!("{queue} holds {count} message(s); add --yes to delete them");
+            }
+            let purged = dead_letters.purge().await?;
+            writeln!(out, "purged {purged} message(s) from {queue}")?;
+        }
+    }
+    Ok(())
+}
+
+fn write_table(out: &mut impl Write, queue: &str, count: u32, letters: &[DeadLetter]) -> std::io::Result<()> {
+    writeln!(out, "{count} message(s) in {queue}")?;
+    if letters.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{:<36}  {:<20}  {:>8}  {:<25}  ERROR",
+        "CORRELATION ID", "REASON", "ATTEMPTS", "LAST FAILURE"
+    )?;
+    for letter in letters {
+        writeln!(
+            out,
+            "{:<36}  {:<20}  {:>8}  {:<25}  {}",
+            letter.correlation_id.as_deref().unwrap_or("-"),
+            letter.reason,
+            letter.attempts,
+            letter.last_failure.as_deref().unwrap_or("-"),
+            letter
+                .error
+                .as_deref()
+                .unwrap_or("-")
+                .chars()
+                .take(100)
+                .collect::<String>(),
+        )?;
+    }
+    if (letters.len() as u32) < count {
+        writeln!(out, "... {} more (use --limit)", count - letters.len() as u32)?;
+    }
+    Ok(())
+}
