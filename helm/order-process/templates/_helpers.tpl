@@ -1,0 +1,106 @@
+{{/*
+Names, labels and the pieces shared by the Deployment and the migration Job.
+*/}}
+
+{{- define "order-process.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Full name: <release>-<chart>, or <release> alone when it already contains the chart name.
+Kept to 52 characters so that suffixed names (-migrate, -dashboard) stay within 63.
+*/}}
+{{- define "order-process.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 52 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 52 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 52 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "order-process.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Labels. The worker's pods are selected by component=worker, so that the migration Job's pods
+(component=migrate) are never counted by the Deployment's selector, the Service or the
+PodDisruptionBudget.
+*/}}
+{{- define "order-process.commonLabels" -}}
+helm.sh/chart: {{ include "order-process.chart" . }}
+app.kubernetes.io/name: {{ include "order-process.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "order-process.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "order-process.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: worker
+{{- end }}
+
+{{- define "order-process.labels" -}}
+{{ include "order-process.commonLabels" . }}
+app.kubernetes.io/component: worker
+{{- end }}
+
+{{- define "order-process.migrateLabels" -}}
+{{ include "order-process.commonLabels" . }}
+app.kubernetes.io/component: migrate
+{{- end }}
+
+{{- define "order-process.image" -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+
+{{/*
+The Secret holding AMQP_URL, DATABASE_URL and REDIS_URL: the user's existingSecret, or the one
+this chart creates (templates/secret.yaml).
+*/}}
+{{- define "order-process.secretName" -}}
+{{- .Values.connection.existingSecret | default (include "order-process.fullname" .) }}
+{{- end }}
+
+{{/*
+The Secret the migration Job reads DATABASE_URL from. A pre-install hook runs before the chart's
+regular resources exist, so the Job cannot use the chart's Secret: it reads existingSecret (which
+the user created beforehand) or a hook Secret of its own (templates/migration-job.yaml).
+*/}}
+{{- define "order-process.migrationSecretName" -}}
+{{- if .Values.connection.existingSecret }}
+{{- .Values.connection.existingSecret }}
+{{- else }}
+{{- printf "%s-migrate" (include "order-process.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{/* Seconds -> the duration syntax of the binary ("20s"). */}}
+{{- define "order-process.drainTimeout" -}}
+{{- printf "%ds" (int64 .Values.config.drainTimeoutSeconds) }}
+{{- end }}
+
+{{/*
+Checks of values that the schema cannot express. Included by the Deployment, so any render fails.
+*/}}
+{{- define "order-process.validate" -}}
+{{- $drain := int64 .Values.config.drainTimeoutSeconds }}
+{{- $grace := int64 .Values.terminationGracePeriodSeconds }}
+{{- if le $grace $drain }}
+{{- fail (printf "terminationGracePeriodSeconds (%d) must be longer than config.drainTimeoutSeconds (%d): Kubernetes kills the pod (SIGKILL) when the grace period ends, so a shorter one cuts the drain of in-flight deliveries short" $grace $drain) }}
+{{- end }}
+{{- if and .Values.keda.enabled (lt (int64 .Values.keda.maxReplicaCount) (int64 .Values.keda.minReplicaCount)) }}
+{{- fail "keda.maxReplicaCount must be at least keda.minReplicaCount" }}
+{{- end }}
+{{- end }}
+
+{{/* A number or a percentage ("50%"), for PodDisruptionBudget fields. */}}
+{{- define "order-process.intOrString" -}}
+{{- if kindIs "string" . }}{{ . | quote }}{{ else }}{{ int64 . }}{{ end }}
+{{- end }}
