@@ -16,8 +16,12 @@ if command -v rabbitmqctl >/dev/null; then
 fi
 redis-cli -h 127.0.0.1 --scan --pattern 'test:*' 2>/dev/null | xargs -r -n 500 redis-cli -h 127.0.0.1 del >/dev/null || true
 
+# First every test that shares the services; then, alone and one at a time, the chaos suite,
+# which kills and restarts those services (tests/chaos.rs, #[ignore]d in the first run).
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@"
+  cargo nextest run --workspace --run-ignored only --test-threads 1 --no-fail-fast "$@"
 else
   cargo test --workspace --no-fail-fast "$@"
+  cargo test --workspace --no-fail-fast "$@" -- --ignored --test-threads 1
 fi

@@ -18,8 +18,14 @@ use cli::Command;
 pub async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Run(args) => {
-            let app = startup::Application::build(args.into_settings()).await?;
-            app.run_until_stopped(startup::shutdown_signal()).await
+            let mut shutdown = std::pin::pin!(startup::shutdown_signal());
+            // A signal during startup (waiting for the database, migrating) ends the process
+            // cleanly: nothing has been consumed yet.
+            let app = tokio::select! {
+                app = startup::Application::build(args.into_settings()) => app?,
+                () = &mut shutdown => return Ok(()),
+            };
+            app.run_until_stopped(shutdown).await
         }
         Command::Dlq(args) => dlq::run(args).await,
         Command::Migrate(args) => {

@@ -67,12 +67,10 @@ impl TestEnv {
             .await
             .expect("RabbitMQ reachable");
         let channel = amqp.create_channel().await.unwrap();
-        let redis = RedisClient::new(
-            fred::types::config::Config::from_url(&redis_url()).unwrap(),
-            None,
-            None,
-            None,
-        );
+        // Reconnects by itself, so it outlives a Redis restart in the chaos suite.
+        let policy = fred::types::config::ReconnectPolicy::new_constant(0, 100);
+        let config = fred::types::config::Config::from_url(&redis_url()).unwrap();
+        let redis = RedisClient::new(config, None, None, Some(policy));
         redis.init().await.expect("Redis reachable");
         Self {
             id,
@@ -147,18 +145,24 @@ impl TestEnv {
         .await
     }
 
-    /// Messages ready on `queue` (declared passively: the queue must exist).
+    /// Messages ready on `queue` (declared passively: the queue must exist). Over a fresh
+    /// connection, so it works after a broker restart too.
     pub async fn ready_count(&self, queue: &str) -> u32 {
-        let channel = self.amqp.create_channel().await.unwrap();
+        let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
+            .await
+            .unwrap();
+        let channel = connection.create_channel().await.unwrap();
         let options = QueueDeclareOptions {
             passive: true,
             ..Default::default()
         };
-        channel
+        let count = channel
             .queue_declare(queue.into(), options, FieldTable::default())
             .await
             .unwrap()
-            .message_count()
+            .message_count();
+        let _ = connection.close(200, "counted".into()).await;
+        count
     }
 
     /// Takes every message currently on `queue`.
@@ -220,14 +224,19 @@ impl TestEnv {
                 .iter()
                 .map(|d| format!("{}.retry.{}", self.inbound(), actors::retry::format_duration(*d))),
         );
-        for queue in queues {
-            let _ = self
-                .channel
-                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-                .await;
+        // A fresh connection: the test's own may have died with a broker restart.
+        if let Ok(connection) = Connection::connect(&amqp_url(), ConnectionProperties::default()).await
+            && let Ok(channel) = connection.create_channel().await
+        {
+            for queue in queues {
+                let _ = channel
+                    .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                    .await;
+            }
+            let _ = connection.close(200, "test done".into()).await;
         }
-        let _ = self.amqp.close(200, "test done".into()).await;
-        let keys: Vec<String> = {
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.amqp.close(200, "test done".into())).await;
+        let scanning = async {
             let mut scan = self
                 .redis
                 .scan_buffered(format!("{}*", self.settings.status.key_prefix), Some(1000), None);
@@ -237,6 +246,9 @@ impl TestEnv {
             }
             keys
         };
+        let keys = tokio::time::timeout(Duration::from_secs(10), scanning)
+            .await
+            .unwrap_or_default();
         if !keys.is_empty() {
             let _: i64 = self.redis.del(keys).await.unwrap_or_default();
         }

@@ -1,0 +1,581 @@
+//! The chaos suite: the real `order-process` binary against the real services while they (and
+//! it) are killed and restarted. At the end, every message must be in exactly one of two places:
+//! processed (one row, status COMPLETED, at least one event) or the dead-letter queue with its
+//! reason; no queue may hold anything else.
+//!
+//! These tests restart the services every other test uses, so they are `#[ignore]`d in the
+//! normal run and executed on their own, one at a time, by `scripts/test.sh` after the rest:
+//! `cargo nextest run --run-ignored only --test chaos --test-threads 1`.
+
+mod common;
+
+use common::*;
+use fred::prelude::{ClientLike, KeysInterface};
+use lapin::options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use sea_orm::{ConnectionTrait, FromQueryResult, Statement};
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio::process::{Child, Command};
+
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The worker as a child process, its logs in `target/chaos/`.
+struct WorkerProcess {
+    child: Child,
+}
+
+fn log_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/chaos");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+impl WorkerProcess {
+    fn start(env: &TestEnv, number: usize) -> Self {
+        let log = std::fs::File::create(log_dir().join(format!("{}-worker-{number}.log", env.id))).unwrap();
+        let s = &env.settings;
+        let child = Command::new(env!("CARGO_BIN_EXE_order-process"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("AMQP_URL", s.amqp.url.expose())
+            .env("DATABASE_URL", s.processor.database_url.expose())
+            .env("REDIS_URL", s.status.redis_url.expose())
+            .env("ORDER_PROCESS_INBOUND_QUEUE", &s.amqp.inbound_queue)
+            .env("ORDER_PROCESS_OUTBOUND_QUEUE", &s.amqp.outbound_queue)
+            .env("ORDER_PROCESS_REDIS_KEY_PREFIX", &s.status.key_prefix)
+            .env("ORDER_PROCESS_HTTP_ADDR", "127.0.0.1:0")
+            .env("ORDER_PROCESS_RETRY_DELAYS", "250ms,500ms,1s,2s")
+            .env("ORDER_PROCESS_MAX_ATTEMPTS", "30")
+            .env("ORDER_PROCESS_DRAIN_TIMEOUT", format!("{}s", DRAIN_TIMEOUT.as_secs()))
+            .env("ORDER_PROCESS_SQL_RETRY", "timeout=2s,retries=2,backoff=50ms..500ms")
+            .env("ORDER_PROCESS_REDIS_RETRY", "timeout=1s,retries=2,backoff=50ms..500ms")
+            .env(
+                "ORDER_PROCESS_PUBLISH_RETRY",
+                "timeout=2s,retries=2,backoff=50ms..500ms",
+            )
+            .env("ORDER_PROCESS_LOG_FORMAT", "json")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the binary starts");
+        Self { child }
+    }
+
+    async fn kill(mut self) {
+        self.child.kill().await.unwrap(); // SIGKILL
+    }
+
+    /// SIGTERM; returns the exit code and how long the drain took.
+    async fn terminate(mut self) -> (Option<i32>, Duration) {
+        let pid = self.child.id().expect("running") as i32;
+        let started = Instant::now();
+        unsafe_free_kill(pid, "TERM").await;
+        let status = tokio::time::timeout(DRAIN_TIMEOUT + Duration::from_secs(10), self.child.wait())
+            .await
+            .expect("the worker exits after SIGTERM")
+            .unwrap();
+        (status.code(), started.elapsed())
+    }
+}
+
+async fn unsafe_free_kill(pid: i32, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success());
+}
+
+async fn sh(command: &str) {
+    let output = Command::new("sh").arg("-c").arg(command).output().await.unwrap();
+    assert!(
+        output.status.success(),
+        "`{command}` failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Messages the API edge would send: valid orders, some sent twice (possibly to different
+/// deliveries), and some invalid ones, each identifiable by its correlation id.
+struct Load {
+    messages: Vec<(Vec<u8>, String)>,
+    valid: HashSet<String>,
+    invalid: HashSet<String>,
+    duplicates: usize,
+}
+
+fn load(orders: usize) -> Load {
+    let mut messages = Vec::new();
+    let (mut valid, mut invalid) = (HashSet::new(), HashSet::new());
+    let mut duplicates = 0;
+    for i in 0..orders {
+        let cid = new_correlation_id();
+        if i % 20 == 7 {
+            let mut body = order(&cid);
+            body["currency"] = "eur".into();
+            messages.push((body.to_string().into_bytes(), cid.clone()));
+            invalid.insert(cid);
+        } else if i % 20 == 13 {
+            messages.push((b"{\"not\": \"an order\"".to_vec(), cid.clone()));
+            invalid.insert(cid);
+        } else {
+            let body = order(&cid).to_string().into_bytes();
+            if i % 10 == 3 {
+                messages.push((body.clone(), cid.clone()));
+                duplicates += 1;
+            }
+            messages.push((body, cid.clone()));
+            valid.insert(cid);
+        }
+    }
+    // Spread the duplicates: a copy arrives long after the original.
+    let n = messages.len();
+    for i in (0..n).step_by(17) {
+        messages.swap(i, (i * 7919) % n);
+    }
+    Load {
+        messages,
+        valid,
+        invalid,
+        duplicates,
+    }
+}
+
+/// Publishes every message with publisher confirms, reconnecting when the broker goes away; a
+/// message whose confirm was lost is published again (a duplicate, which is allowed).
+async fn publish_all(queue: String, messages: Vec<(Vec<u8>, String)>, pace: Duration, sent: Arc<AtomicUsize>) {
+    let mut channel = None;
+    for (body, cid) in messages {
+        loop {
+            if channel.is_none() {
+                channel = connect_confirming().await;
+            }
+            let Some(ch) = &channel else {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            };
+            let properties = BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_correlation_id(cid.as_str().into());
+            let published = async {
+                // Mandatory: a message no queue takes comes back instead of vanishing.
+                let options = BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                };
+                ch.basic_publish("".into(), queue.as_str().into(), options, &body, properties)
+                    .await?
+                    .await
+            };
+            match tokio::time::timeout(Duration::from_secs(5), published).await {
+                Ok(Ok(lapin::Confirmation::Ack(None))) => break,
+                Ok(Ok(lapin::Confirmation::Ack(Some(_)))) => tokio::time::sleep(Duration::from_millis(100)).await,
+                _ => channel = None,
+            }
+        }
+        sent.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(pace).await;
+    }
+}
+
+async fn connect_confirming() -> Option<lapin::Channel> {
+    let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
+        .await
+        .ok()?;
+    let channel = connection.create_channel().await.ok()?;
+    channel.confirm_select(ConfirmSelectOptions::default()).await.ok()?;
+    std::mem::forget(connection); // lives as long as its channel is used
+    Some(channel)
+}
+
+#[derive(Debug, FromQueryResult)]
+struct Stored {
+    correlation_id: String,
+    order_id: i64,
+    copies: i64,
+}
+
+/// What the services hold at the end, gathered over fresh connections.
+struct Observed {
+    rows: HashMap<String, (i64, i64)>,
+    statuses: HashMap<String, Option<String>>,
+    events: HashMap<String, Vec<i64>>,
+    dead: HashMap<String, Vec<Option<String>>>,
+    inbound_left: u32,
+    retry_left: u32,
+}
+
+async fn observe(env: &TestEnv, load: &Load) -> Observed {
+    let rows = Stored::find_by_statement(Statement::from_string(
+        env.db.get_database_backend(),
+        "SELECT correlation_id::text AS correlation_id, min(order_id) AS order_id, count(*) AS copies FROM orders GROUP BY correlation_id",
+    ))
+    .all(&env.db)
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|s| (s.correlation_id, (s.order_id, s.copies)))
+    .collect();
+    let redis = fred::prelude::Client::new(
+        fred::types::config::Config::from_url(&redis_url()).unwrap(),
+        None,
+        None,
+        None,
+    );
+    redis.init().await.unwrap();
+    let mut statuses = HashMap::new();
+    for cid in &load.valid {
+        let status: Option<String> = redis.get(env.status_key(cid)).await.unwrap();
+        statuses.insert(cid.clone(), status);
+    }
+    let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let mut events: HashMap<String, Vec<i64>> = HashMap::new();
+    while let Some(m) = channel
+        .basic_get(env.outbound().into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+    {
+        let body = body_json(&m);
+        events
+            .entry(body["correlationId"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(body["orderId"].as_i64().unwrap());
+    }
+    let mut dead: HashMap<String, Vec<Option<String>>> = HashMap::new();
+    while let Some(m) = channel
+        .basic_get(env.dead_letter().into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+    {
+        let cid = m
+            .properties
+            .correlation_id()
+            .as_ref()
+            .map(|s| s.to_string())
+            .unwrap_or_default();
+        dead.entry(cid)
+            .or_default()
+            .push(header_text(&m, "x-order-process-reason"));
+    }
+    let inbound_left = env.ready_count(&env.inbound()).await;
+    let mut retry_left = 0;
+    for delay in ["250ms", "500ms", "1s", "2s"] {
+        retry_left += env.ready_count(&format!("{}.retry.{delay}", env.inbound())).await;
+    }
+    let _ = connection.close(200, "observed".into()).await;
+    let _ = redis.quit().await;
+    Observed {
+        rows,
+        statuses,
+        events,
+        dead,
+        inbound_left,
+        retry_left,
+    }
+}
+
+/// Every invariant of the promise, for every correlation id; returns the number of checks.
+fn check_invariants(load: &Load, seen: &Observed) -> usize {
+    let mut checks = 0;
+    for cid in &load.valid {
+        let (order_id, copies) = seen
+            .rows
+            .get(cid)
+            .copied()
+            .unwrap_or_else(|| panic!("order {cid} lost: no row"));
+        assert_eq!(copies, 1, "order {cid} stored {copies} times");
+        assert_eq!(seen.statuses[cid].as_deref(), Some("COMPLETED"), "status of {cid}");
+        let events = seen
+            .events
+            .get(cid)
+            .unwrap_or_else(|| panic!("no OrderProcessed for {cid}"));
+        assert!(
+            events.iter().all(|id| *id == order_id),
+            "events of {cid} carry another order id: {events:?}"
+        );
+        assert!(!seen.dead.contains_key(cid), "valid order {cid} was dead-lettered");
+        checks += 4;
+    }
+    assert_eq!(
+        seen.rows.len(),
+        load.valid.len(),
+        "rows for messages that were not valid orders"
+    );
+    for cid in &load.invalid {
+        let reasons = seen
+            .dead
+            .get(cid)
+            .unwrap_or_else(|| panic!("invalid message {cid} is not in the DLQ"));
+        assert!(
+            reasons.iter().all(|r| r.as_deref() == Some("invalid")),
+            "{cid}: {reasons:?}"
+        );
+        checks += 1;
+    }
+    assert_eq!(seen.dead.len(), load.invalid.len(), "the DLQ holds something else");
+    assert_eq!(
+        seen.events.len(),
+        load.valid.len(),
+        "events for orders that do not exist"
+    );
+    assert_eq!(
+        (seen.inbound_left, seen.retry_left),
+        (0, 0),
+        "messages stuck in the inbound or retry queues"
+    );
+    checks + 4
+}
+
+async fn wait_until_all_stored(env: &TestEnv, load: &Load, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let stored: i64 = env
+            .db
+            .query_one_raw(Statement::from_string(
+                env.db.get_database_backend(),
+                "SELECT count(*) FROM orders",
+            ))
+            .await
+            .ok()
+            .flatten()
+            .and_then(|row| row.try_get_by_index(0).ok())
+            .unwrap_or(0);
+        let dead = env.ready_count(&env.dead_letter()).await as usize;
+        let pending = env.ready_count(&env.inbound()).await;
+        if stored as usize == load.valid.len() && dead >= load.invalid.len() && pending == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not done after {limit:?}: {stored} stored, {dead} dead, {pending} pending"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Redis here keeps nothing on disk; it saves once on the way down so that the statuses survive
+/// the restart, as a production Redis with persistence would, and the dump is removed afterwards.
+async fn restart_redis() {
+    sh(
+        "dir=$(redis-cli -h 127.0.0.1 config get dir | tail -n1) && echo \"$dir\" > /tmp/op-chaos-redis-dir \
+        && redis-cli -h 127.0.0.1 shutdown save || true",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    sh("dir=$(cat /tmp/op-chaos-redis-dir) && redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' \
+        --appendonly no --dir \"$dir\" && for i in $(seq 50); do redis-cli -h 127.0.0.1 ping 2>/dev/null | grep -q PONG \
+        && rm -f \"$dir/dump.rdb\" && exit 0; sleep 0.2; done; exit 1")
+    .await;
+}
+
+/// Starts worker number 1 and waits until it created the schema and the queues.
+async fn start_first_worker(env: &TestEnv) -> WorkerProcess {
+    let worker = WorkerProcess::start(env, 1);
+    eventually("the schema", || async {
+        env.db
+            .execute_unprepared("SELECT 1 FROM orders LIMIT 1")
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+    eventually("the queues", || async {
+        let channel = env.amqp.create_channel().await.ok()?;
+        let passive = lapin::options::QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        channel
+            .queue_declare(env.inbound().into(), passive, Default::default())
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+    worker
+}
+
+async fn restart_rabbitmq() {
+    sh("rabbitmqctl -q stop_app").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    sh("rabbitmqctl -q start_app").await;
+}
+
+async fn restart_postgres() {
+    let version = std::fs::read_dir("/etc/postgresql")
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .file_name();
+    let version = version.to_string_lossy();
+    sh(&format!(
+        "pg_ctlcluster --skip-systemctl-redirect {version} main stop -m fast"
+    ))
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    sh(&format!("pg_ctlcluster --skip-systemctl-redirect {version} main start")).await;
+    sh("for i in $(seq 100); do pg_isready -q -h 127.0.0.1 && exit 0; sleep 0.2; done; exit 1").await;
+}
+
+async fn terminate_database_connections(database: &str) {
+    sh(&format!(
+        "psql -h 127.0.0.1 -U postgres -d postgres -qAtc \"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{database}'\""
+    ))
+    .await;
+}
+
+#[actix_rt::test]
+#[ignore = "restarts the shared services; scripts/test.sh runs it alone after the rest"]
+async fn no_order_is_lost_or_stored_twice_while_everything_is_killed_and_restarted() {
+    let started = Instant::now();
+    let env = TestEnv::new().await;
+    let mut worker = start_first_worker(&env).await;
+
+    let load = load(3000);
+    let total = load.messages.len();
+    let sent = Arc::new(AtomicUsize::new(0));
+    let publisher = tokio::spawn(publish_all(
+        env.inbound(),
+        load.messages.clone(),
+        Duration::from_millis(5),
+        sent.clone(),
+    ));
+
+    let mut faults = Vec::new();
+    let mut workers_started = 1;
+    let mut restart_worker = |worker: WorkerProcess| {
+        workers_started += 1;
+        let next = WorkerProcess::start(&env, workers_started);
+        (worker, next)
+    };
+    macro_rules! fault {
+        ($name:expr, $action:expr) => {{
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let at = started.elapsed();
+            $action;
+            eprintln!(
+                "[chaos] {:>6.1}s {} ({} of {total} sent)",
+                at.as_secs_f64(),
+                $name,
+                sent.load(Ordering::SeqCst)
+            );
+            faults.push($name);
+        }};
+    }
+
+    fault!("SIGKILL worker", {
+        let (old, next) = restart_worker(worker);
+        old.kill().await;
+        worker = next;
+    });
+    fault!("restart Redis", restart_redis().await);
+    fault!("SIGKILL worker", {
+        let (old, next) = restart_worker(worker);
+        old.kill().await;
+        worker = next;
+    });
+    fault!("restart RabbitMQ", restart_rabbitmq().await);
+    fault!("stop PostgreSQL 3 s, start", restart_postgres().await);
+    fault!(
+        "terminate PostgreSQL connections",
+        terminate_database_connections(&format!("op_test_{}", env.id)).await
+    );
+    fault!("SIGKILL worker", {
+        let (old, next) = restart_worker(worker);
+        old.kill().await;
+        worker = next;
+    });
+
+    publisher.await.unwrap();
+    eprintln!(
+        "[chaos] {:>6.1}s all {total} messages published",
+        started.elapsed().as_secs_f64()
+    );
+    wait_until_all_stored(&env, &load, Duration::from_secs(180)).await;
+
+    let (code, drain) = worker.terminate().await;
+    assert_eq!(code, Some(0), "SIGTERM ends the worker cleanly");
+    assert!(drain <= DRAIN_TIMEOUT + Duration::from_secs(2), "drain took {drain:?}");
+
+    let seen = observe(&env, &load).await;
+    let checks = check_invariants(&load, &seen);
+    let events: usize = seen.events.values().map(Vec::len).sum();
+    eprintln!(
+        "[chaos] PASS in {:.1}s: {} orders ({} valid, {} sent twice, {} invalid), {} messages, {} faults injected \
+         ({}), {} workers started, {} events for {} orders, {} invariant checks passed",
+        started.elapsed().as_secs_f64(),
+        load.valid.len() + load.invalid.len(),
+        load.valid.len(),
+        load.duplicates,
+        load.invalid.len(),
+        total,
+        faults.len(),
+        faults.join(", "),
+        workers_started,
+        events,
+        seen.events.len(),
+        checks
+    );
+    env.cleanup().await;
+}
+
+#[actix_rt::test]
+#[ignore = "runs the worker binary under load and signals it; scripts/test.sh runs it alone after the rest"]
+async fn sigterm_under_load_drains_exits_zero_and_loses_nothing() {
+    let started = Instant::now();
+    let env = TestEnv::new().await;
+    // The first worker only declares the topology; the load then waits in the queue as a backlog.
+    let (code, _) = start_first_worker(&env).await.terminate().await;
+    assert_eq!(code, Some(0));
+    let load = load(1500);
+    publish_all(
+        env.inbound(),
+        load.messages.clone(),
+        Duration::ZERO,
+        Arc::new(AtomicUsize::new(0)),
+    )
+    .await;
+    let worker = WorkerProcess::start(&env, 2);
+    eventually("some orders processed", || async {
+        let stored = env.orders().await.len();
+        (stored >= 200).then_some(())
+    })
+    .await;
+
+    let (code, drain) = worker.terminate().await;
+    assert_eq!(code, Some(0));
+    assert!(drain <= DRAIN_TIMEOUT + Duration::from_secs(2), "drain took {drain:?}");
+    let after_drain = env.orders().await.len();
+    assert!(
+        after_drain < load.valid.len(),
+        "the drain must have interrupted the load ({after_drain} stored)"
+    );
+
+    // What the drained replica left is taken over by another one.
+    let successor = WorkerProcess::start(&env, 3);
+    wait_until_all_stored(&env, &load, Duration::from_secs(120)).await;
+    let (code, _) = successor.terminate().await;
+    assert_eq!(code, Some(0));
+    let seen = observe(&env, &load).await;
+    let checks = check_invariants(&load, &seen);
+    eprintln!(
+        "[chaos] PASS in {:.1}s: SIGTERM after {after_drain} of {} orders, drain {drain:?}, exit 0; successor finished, {checks} invariant checks passed",
+        started.elapsed().as_secs_f64(),
+        load.valid.len()
+    );
+    env.cleanup().await;
+}
