@@ -82,12 +82,7 @@ pub enum DlqAction {
 pub struct LogArgs {
     /// Log format: json, pretty, or auto (pretty on a terminal, json otherwise). Levels come
     /// from RUST_LOG (default: info).
-    #[arg(
-        long,
-        env = "ORDER_PROCESS_LOG_FORMAT",
-        hide_env_values = true,
-        default_value = "auto"
-    )]
+    #[arg(long, env = "ORDER_PROCESS_LOG_FORMAT", hide_env_values = true, default_value = "auto")]
     pub log_format: LogFormat,
 }
 
@@ -133,12 +128,7 @@ pub struct RunArgs {
     pub outbound_queue: String,
 
     /// Type of the queues this service declares: classic or quorum.
-    #[arg(
-        long,
-        env = "ORDER_PROCESS_QUEUE_TYPE",
-        hide_env_values = true,
-        default_value = "classic"
-    )]
+    #[arg(long, env = "ORDER_PROCESS_QUEUE_TYPE", hide_env_values = true, default_value = "classic")]
     pub queue_type: QueueType,
 
     /// Quorum queues: deliveries of one message before the broker dead-letters it.
@@ -167,12 +157,7 @@ pub struct RunArgs {
     pub status_ttl_seconds: u64,
 
     /// Prefix of every Redis key (`{prefix}order:status:{id}`).
-    #[arg(
-        long,
-        env = "ORDER_PROCESS_REDIS_KEY_PREFIX",
-        hide_env_values = true,
-        default_value = ""
-    )]
+    #[arg(long, env = "ORDER_PROCESS_REDIS_KEY_PREFIX", hide_env_values = true, default_value = "")]
     pub redis_key_prefix: String,
 
     /// SQL transaction: timeout per attempt, retries, backoff.
@@ -245,9 +230,7 @@ impl RunArgs {
                 ttl_seconds: self.status_ttl_seconds,
                 retry: self.redis_retry,
             },
-            publisher: PublisherConfig {
-                retry: self.publish_retry,
-            },
+            publisher: PublisherConfig { retry: self.publish_retry },
             http: HttpConfig { addr: self.http_addr },
             migrate_on_start: self.migrate_on_start,
         }
@@ -344,9 +327,7 @@ mod tests {
 
     #[test]
     fn no_subcommand_means_run_with_the_documented_defaults() {
-        let Command::Run(args) = parse_args(&[]).unwrap().into_command() else {
-            panic!("run is the default")
-        };
+        let Command::Run(args) = parse_args(&[]).unwrap().into_command() else { panic!("run is the default") };
         let settings = args.into_settings();
         assert_eq!(settings.amqp.inbound_queue, "OrderProcessed");
         assert_eq!(settings.amqp.outbound_queue, "OrdersProcessed");
@@ -354,34 +335,18 @@ mod tests {
         assert_eq!(settings.consumer, ConsumerConfig::default());
         assert_eq!(settings.status.ttl_seconds, 3600);
         assert_eq!(settings.http.addr.to_string(), "0.0.0.0:8080");
-        assert_eq!(
-            settings.processor.database_url.expose(),
-            "postgres://postgres@127.0.0.1:5432/postgres"
-        );
+        assert_eq!(settings.processor.database_url.expose(), "postgres://postgres@127.0.0.1:5432/postgres");
         assert!(settings.migrate_on_start);
     }
 
     #[test]
     fn flags_override_defaults() {
-        let cli = parse_args(&[
-            "run",
-            "--prefetch",
-            "7",
-            "--retry-delays",
-            "2s,10s",
-            "--sql-retry",
-            "retries=1",
-        ])
-        .unwrap();
-        let Command::Run(args) = cli.into_command() else {
-            panic!()
-        };
+        let cli =
+            parse_args(&["run", "--prefetch", "7", "--retry-delays", "2s,10s", "--sql-retry", "retries=1"]).unwrap();
+        let Command::Run(args) = cli.into_command() else { panic!() };
         let settings = args.into_settings();
         assert_eq!(settings.consumer.prefetch, 7);
-        assert_eq!(
-            settings.consumer.redelivery.delays,
-            [Duration::from_secs(2), Duration::from_secs(10)]
-        );
+        assert_eq!(settings.consumer.redelivery.delays, [Duration::from_secs(2), Duration::from_secs(10)]);
         assert_eq!(settings.processor.retry.retries, 1);
     }
 
@@ -396,10 +361,7 @@ mod tests {
         ] {
             assert!(parse_args(bad).is_err(), "{bad:?}");
         }
-        assert_eq!(
-            env_of("--prefetch <PREFETCH>").as_deref(),
-            Some("ORDER_PROCESS_PREFETCH")
-        );
+        assert_eq!(env_of("--prefetch <PREFETCH>").as_deref(), Some("ORDER_PROCESS_PREFETCH"));
         assert_eq!(env_of("--database-url <DATABASE_URL>").as_deref(), Some("DATABASE_URL"));
     }
 }

@@ -49,11 +49,7 @@ fn write_table(out: &mut impl Write, queue: &str, count: u32, letters: &[DeadLet
     if letters.is_empty() {
         return Ok(());
     }
-    writeln!(
-        out,
-        "{:<36}  {:<20}  {:>8}  {:<25}  ERROR",
-        "CORRELATION ID", "REASON", "ATTEMPTS", "LAST FAILURE"
-    )?;
+    writeln!(out, "{:<36}  {:<20}  {:>8}  {:<25}  ERROR", "CORRELATION ID", "REASON", "ATTEMPTS", "LAST FAILURE")?;
     for letter in letters {
         writeln!(
             out,
@@ -62,13 +58,7 @@ fn write_table(out: &mut impl Write, queue: &str, count: u32, letters: &[DeadLet
             letter.reason,
             letter.attempts,
             letter.last_failure.as_deref().unwrap_or("-"),
-            letter
-                .error
-                .as_deref()
-                .unwrap_or("-")
-                .chars()
-                .take(100)
-                .collect::<String>(),
+            letter.error.as_deref().unwrap_or("-").chars().take(100).collect::<String>(),
         )?;
     }
     if (letters.len() as u32) < count {

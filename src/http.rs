@@ -1,13 +1,17 @@
-//! Health endpoints over warp. There is no business HTTP API: orders only arrive by queue.
+//! Health and metrics endpoints over warp. There is no business HTTP API: orders only arrive by
+//! queue.
 //!
 //! - `GET /health/live`: 200 while the process runs.
 //! - `GET /health/ready`: 200 once the consumer is attached to its queue, 503 before that, while
 //!   reconnecting, and from the moment draining starts.
+//! - `GET /metrics`: Prometheus text format.
 
+use crate::telemetry::MetricsExporter;
 use actors::Health;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use warp::Filter;
 use warp::http::StatusCode;
 
@@ -20,13 +24,14 @@ pub struct HttpConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self {
-            addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
-        }
+        Self { addr: SocketAddr::from(([0, 0, 0, 0], 8080)) }
     }
 }
 
-pub fn routes(health: Health) -> impl Filter<Extract = (impl warp::Reply,), Error = warp::Rejection> + Clone {
+pub fn routes(
+    health: Health,
+    metrics: Arc<MetricsExporter>,
+) -> impl Filter<Extract = (impl warp::Reply,), Error = warp::Rejection> + Clone {
     let live = warp::path!("health" / "live").map(|| warp::reply::with_status("live", StatusCode::OK));
     let ready = warp::path!("health" / "ready").map(move || {
         let (status, text) = if health.draining() {
@@ -38,7 +43,10 @@ pub fn routes(health: Health) -> impl Filter<Extract = (impl warp::Reply,), Erro
         };
         warp::reply::with_status(text, status)
     });
-    warp::get().and(live.or(ready))
+    let metrics = warp::path!("metrics").map(move || {
+        warp::reply::with_header(metrics.render(), "content-type", "text/plain; version=0.0.4; charset=utf-8")
+    });
+    warp::get().and(live.or(ready).or(metrics))
 }
 
 /// Binds `addr` and serves until `shutdown` completes; returns the bound address (useful with
@@ -46,10 +54,11 @@ pub fn routes(health: Health) -> impl Filter<Extract = (impl warp::Reply,), Erro
 pub async fn serve(
     addr: SocketAddr,
     health: Health,
+    metrics: Arc<MetricsExporter>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<(SocketAddr, impl Future<Output = ()>)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    let server = warp::serve(routes(health)).incoming(listener).graceful(shutdown).run();
+    let server = warp::serve(routes(health, metrics)).incoming(listener).graceful(shutdown).run();
     Ok((bound, server))
 }

@@ -2,14 +2,18 @@ use std::process::ExitCode;
 
 #[actix::main]
 async fn main() -> ExitCode {
-    let cli = order_process::cli::parse();
-    let command = cli.into_command();
-    order_process::telemetry::init(command.log_format());
-    match order_process::run(command).await {
-        Ok(()) => ExitCode::SUCCESS,
+    let command = order_process::cli::parse().into_command();
+    let telemetry = match order_process::telemetry::init(command.log_format()) {
+        Ok(telemetry) => telemetry,
         Err(error) => {
-            tracing::error!("{error:#}");
-            ExitCode::FAILURE
+            eprintln!("error: {error:#}");
+            return ExitCode::FAILURE;
         }
+    };
+    let result = order_process::run(command).await;
+    if let Err(error) = &result {
+        tracing::error!("{error:#}");
     }
+    telemetry.shutdown().await;
+    if result.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }

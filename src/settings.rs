@@ -40,11 +40,7 @@ impl Default for Settings {
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
     #[error("{first} and {second} name the same queue {queue:?}; they must differ")]
-    SameQueue {
-        first: &'static str,
-        second: &'static str,
-        queue: String,
-    },
+    SameQueue { first: &'static str, second: &'static str, queue: String },
 }
 
 impl Settings {
@@ -57,11 +53,7 @@ impl Settings {
         ];
         for (i, (first, a)) in queues.iter().enumerate() {
             if let Some((second, _)) = queues[i + 1..].iter().find(|(_, b)| a == b) {
-                return Err(SettingsError::SameQueue {
-                    first,
-                    second,
-                    queue: a.clone(),
-                });
+                return Err(SettingsError::SameQueue { first, second, queue: a.clone() });
             }
         }
         Ok(())
@@ -86,9 +78,6 @@ mod tests {
         let mut settings = Settings::default();
         settings.amqp.outbound_queue = settings.amqp.inbound_queue.clone();
         let error = settings.validate().unwrap_err().to_string();
-        assert!(
-            error.contains("ORDER_PROCESS_INBOUND_QUEUE and ORDER_PROCESS_OUTBOUND_QUEUE"),
-            "{error}"
-        );
+        assert!(error.contains("ORDER_PROCESS_INBOUND_QUEUE and ORDER_PROCESS_OUTBOUND_QUEUE"), "{error}");
     }
 }

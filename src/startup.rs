@@ -3,18 +3,23 @@
 
 use crate::http;
 use crate::settings::Settings;
-use actors::amqp::{AmqpInbound, AmqpOutbound, Topology};
+use crate::telemetry::MetricsExporter;
+use actors::amqp::{AmqpConfig, AmqpInbound, AmqpOutbound, Topology};
 use actors::processor::{self, SeaOrmOrderStore};
 use actors::retry::until_ok;
 use actors::status_writer::{self, RedisStatusStore};
-use actors::{Health, Ports, Worker, WorkerConfig};
+use actors::{Health, Metrics, Ports, Worker, WorkerConfig};
 use anyhow::Context;
-use fred::interfaces::ClientLike;
+use fred::interfaces::{ClientLike, EventInterface};
 use migration::{Migrator, MigratorTrait};
 use sea_orm::DatabaseConnection;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::oneshot;
+
+/// How often the inbound and dead-letter queue depths are read from the broker.
+const QUEUE_SAMPLE_INTERVAL: Duration = Duration::from_secs(15);
 
 /// A running worker.
 pub struct Application {
@@ -24,6 +29,8 @@ pub struct Application {
     http: tokio::task::JoinHandle<()>,
     db: DatabaseConnection,
     redis: fred::clients::Client,
+    metrics: Arc<MetricsExporter>,
+    sampler: tokio::task::JoinHandle<()>,
     settings: Settings,
 }
 
@@ -34,8 +41,10 @@ impl Application {
         settings.validate()?;
         tracing::info!(settings = %serde_json::to_string(&settings)?, "starting order-process");
         let health = Health::default();
+        let (exporter, metrics) = MetricsExporter::new()?;
+        let exporter = Arc::new(exporter);
         let (stop_http, stopped) = oneshot::channel::<()>();
-        let (http_addr, server) = http::serve(settings.http.addr, health.clone(), async {
+        let (http_addr, server) = http::serve(settings.http.addr, health.clone(), exporter.clone(), async {
             let _ = stopped.await;
         })
         .await
@@ -43,14 +52,21 @@ impl Application {
         let http = actix_rt::spawn(server);
         tracing::info!(%http_addr, "health endpoints up");
 
-        let db = processor::connect(&settings.processor)
-            .await
-            .context("DATABASE_URL is not usable")?;
+        let db = processor::connect(&settings.processor).await.context("DATABASE_URL is not usable")?;
         if settings.migrate_on_start {
             until_ok("apply database migrations", || Migrator::up(&db, None)).await;
             tracing::info!("database schema up to date");
         }
         let redis = status_writer::redis_client(&settings.status).context("REDIS_URL is not usable")?;
+        let reconnects = metrics.clone();
+        let connected_before = std::sync::atomic::AtomicBool::new(false);
+        redis.on_reconnect(move |_| {
+            // fred reports the first connection as a reconnection too.
+            if connected_before.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                reconnects.reconnected("redis");
+            }
+            async { Ok(()) }
+        });
         redis.connect();
 
         let topology = Arc::new(Topology::new(&settings.amqp, &settings.consumer.redelivery.delays));
@@ -67,16 +83,9 @@ impl Application {
             status_retry: settings.status.retry,
             publish_retry: settings.publisher.retry,
         };
-        let worker = Worker::start(ports, config, health);
-        Ok(Self {
-            worker,
-            http_addr,
-            stop_http,
-            http,
-            db,
-            redis,
-            settings,
-        })
+        let worker = Worker::start(ports, config, health, metrics.clone());
+        let sampler = actix_rt::spawn(sample_queue_depths(settings.amqp.clone(), metrics));
+        Ok(Self { worker, http_addr, stop_http, http, db, redis, metrics: exporter, sampler, settings })
     }
 
     /// The address the health endpoint is bound to.
@@ -96,18 +105,37 @@ impl Application {
         tracing::info!(?timeout, "draining");
         let report = self.worker.drain(timeout).await.context("the consumer is gone")?;
         if report.abandoned > 0 {
-            tracing::warn!(
-                abandoned = report.abandoned,
-                "drain timed out; unfinished deliveries return to the queue"
-            );
+            tracing::warn!(abandoned = report.abandoned, "drain timed out; unfinished deliveries return to the queue");
         } else {
             tracing::info!("drained");
         }
+        self.sampler.abort();
         let _ = self.redis.quit().await;
         let _ = self.db.close().await;
         let _ = self.stop_http.send(());
         let _ = self.http.await;
+        if let Ok(exporter) = Arc::try_unwrap(self.metrics) {
+            exporter.shutdown().await;
+        }
         Ok(())
+    }
+}
+
+/// Samples the depth of the inbound and dead-letter queues, so that an alert can fire on a growing
+/// backlog or dead-letter queue. A failed sample is skipped (and logged at debug).
+async fn sample_queue_depths(config: AmqpConfig, metrics: Metrics) {
+    // The first sample after one interval: by then the consumer has declared the queues.
+    let first = tokio::time::Instant::now() + QUEUE_SAMPLE_INTERVAL;
+    let mut every = tokio::time::interval_at(first, QUEUE_SAMPLE_INTERVAL);
+    loop {
+        every.tick().await;
+        match actors::amqp::queue_depths(&config).await {
+            Ok((inbound, dead_letter)) => {
+                metrics.queue_depth("inbound", inbound);
+                metrics.queue_depth("dead_letter", dead_letter);
+            }
+            Err(error) => tracing::debug!(%error, "could not sample the queue depths"),
+        }
     }
 }
 
@@ -117,9 +145,7 @@ pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
         database_url: actors::secret::SecretUrl::new(database_url),
         ..Default::default()
     };
-    let db = processor::connect(&config)
-        .await
-        .context("DATABASE_URL is not usable")?;
+    let db = processor::connect(&config).await.context("DATABASE_URL is not usable")?;
     Migrator::up(&db, None).await.context("migration failed")?;
     db.close().await?;
     Ok(())

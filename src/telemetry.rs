@@ -1,8 +1,37 @@
-//! Logging: `tracing` with JSON lines (for containers and log pipelines) or human-readable
-//! output; the level filter comes from `RUST_LOG`.
+//! Logs, traces and metrics.
+//!
+//! - Logs: `tracing`, as JSON lines (one flat object per line, with the fields of every enclosing
+//!   span, so each line about a message carries its `correlation_id` and `order_id`) or
+//!   human-readable; levels from `RUST_LOG`. stderr, so stdout stays for command output.
+//! - Traces: `tracing` spans become OpenTelemetry spans; W3C trace context is propagated in
+//!   message headers. With `OTEL_EXPORTER_OTLP_ENDPOINT` set they are exported over OTLP/gRPC in
+//!   batches from a background thread (bounded queue: a collector that is down costs dropped
+//!   spans, never a slower worker); otherwise nothing is exported, and only traces that arrive
+//!   sampled are recorded, so that their context still reaches the next service.
+//! - Metrics: [`MetricsExporter`] renders the instruments of [`actors::metrics`] as Prometheus
+//!   text, and pushes them over OTLP too when the endpoint is set. Service name and resource
+//!   attributes come from `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES`, sampling from
+//!   `OTEL_TRACES_SAMPLER`(`_ARG`).
 
+use actors::Metrics;
+use anyhow::Context;
+use opentelemetry::metrics::MeterProvider;
+use opentelemetry::trace::TracerProvider;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use serde_json::{Map, Value};
+use std::fmt;
 use std::io::IsTerminal;
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::format::{JsonFields, Writer};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -24,26 +53,264 @@ impl std::str::FromStr for LogFormat {
     }
 }
 
-/// Installs the global subscriber. Logs go to stderr; stdout is left to commands that print
-/// results.
-pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// Whether the OTLP exporters are on: an endpoint is configured and the SDK is not disabled.
+pub fn otlp_enabled() -> bool {
+    let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.trim().is_empty());
+    let disabled = std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
+    !disabled && (set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+}
+
+fn resource() -> Resource {
+    let builder = Resource::builder();
+    // OTEL_SERVICE_NAME or service.name in OTEL_RESOURCE_ATTRIBUTES win over this default.
+    let named = std::env::var("OTEL_SERVICE_NAME").is_ok()
+        || std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|a| a.contains("service.name="));
+    if named { builder.build() } else { builder.with_service_name("order-process").build() }
+}
+
+fn warn_on_protocol() {
+    if let Ok(protocol) = std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL")
+        && protocol != "grpc"
+    {
+        tracing::warn!(%protocol, "only OTLP over gRPC is built in; exporting with grpc");
+    }
+}
+
+/// The process-wide logging and tracing; flushes pending spans when shut down.
+pub struct Telemetry {
+    tracer_provider: SdkTracerProvider,
+}
+
+/// Installs the global subscriber and propagator.
+pub fn init(format: LogFormat) -> anyhow::Result<Telemetry> {
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let mut tracer_provider = SdkTracerProvider::builder().with_resource(resource());
+    let otlp = otlp_enabled();
+    if otlp {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .build()
+            .context("OTEL_EXPORTER_OTLP_ENDPOINT is not usable")?;
+        tracer_provider = tracer_provider.with_batch_exporter(exporter);
+    } else {
+        tracer_provider = tracer_provider.with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOff)));
+    }
+    let tracer_provider = tracer_provider.build();
+    let otel = tracing_opentelemetry::layer().with_tracer(tracer_provider.tracer("order-process"));
+
+    // sqlx reports every skipped "IF NOT EXISTS" of the migrations at info.
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Pretty => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter).with(otel);
     if json {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .init();
+        registry.with(json_layer(std::io::stderr)).init();
     } else {
-        builder.init();
+        registry.with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).init();
+    }
+    if otlp {
+        warn_on_protocol();
+    }
+    Ok(Telemetry { tracer_provider })
+}
+
+impl Telemetry {
+    /// Exports what is still buffered. Off the async runtime: the OTLP exporter's shutdown blocks
+    /// and can deadlock a current-thread runtime.
+    pub async fn shutdown(self) {
+        let provider = self.tracer_provider;
+        let _ = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+    }
+}
+
+/// The JSON log layer, writing to `writer`.
+pub fn json_layer<S, W>(writer: W) -> impl tracing_subscriber::Layer<S>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + 'static,
+{
+    tracing_subscriber::fmt::layer().fmt_fields(JsonFields::new()).event_format(FlatJson).with_writer(writer)
+}
+
+/// One JSON object per line: timestamp, level, target, the innermost span's name, the fields of
+/// every enclosing span (outermost first, inner ones win) and the event's own fields. Span
+/// fields meant for the trace backend (`otel.*`) are left out.
+struct FlatJson;
+
+impl<S, N> FormatEvent<S, N> for FlatJson
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+        let meta = event.metadata();
+        let mut line = Map::new();
+        line.insert("timestamp".into(), chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true).into());
+        line.insert("level".into(), meta.level().as_str().into());
+        line.insert("target".into(), meta.target().into());
+        if let Some(scope) = ctx.event_scope() {
+            let mut innermost = None;
+            for span in scope.from_root() {
+                innermost = Some(span.name());
+                let extensions = span.extensions();
+                let Some(fields) = extensions.get::<FormattedFields<N>>() else { continue };
+                if let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(fields) {
+                    line.extend(fields.into_iter().filter(|(k, _)| !k.starts_with("otel.")));
+                }
+            }
+            if let Some(name) = innermost {
+                line.insert("span".into(), name.into());
+            }
+        }
+        event.record(&mut JsonVisitor(&mut line));
+        writeln!(writer, "{}", Value::Object(line))
+    }
+}
+
+struct JsonVisitor<'a>(&'a mut Map<String, Value>);
+
+impl Visit for JsonVisitor<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.0.insert(field.name().into(), format!("{value:?}").into());
+    }
+}
+
+/// The metrics of one worker: a Prometheus registry for `/metrics`, and an OTLP push when the
+/// endpoint is set, both fed by the same instruments.
+pub struct MetricsExporter {
+    registry: prometheus::Registry,
+    provider: SdkMeterProvider,
+}
+
+impl MetricsExporter {
+    pub fn new() -> anyhow::Result<(Self, Metrics)> {
+        let registry = prometheus::Registry::new();
+        let prometheus = opentelemetry_prometheus::exporter()
+            .with_registry(registry.clone())
+            .scope_info_enabled(false)
+            .without_target_info()
+            .build()?;
+        let mut provider = SdkMeterProvider::builder().with_resource(resource()).with_reader(prometheus);
+        if otlp_enabled() {
+            let exporter = opentelemetry_otlp::MetricExporter::builder()
+                .with_tonic()
+                .build()
+                .context("OTEL_EXPORTER_OTLP_ENDPOINT is not usable")?;
+            provider = provider.with_reader(PeriodicReader::builder(exporter).build());
+        }
+        let provider = provider.build();
+        let metrics = Metrics::new(&provider.meter("order-process"));
+        Ok((Self { registry, provider }, metrics))
+    }
+
+    /// The Prometheus text exposition of every instrument.
+    pub fn render(&self) -> String {
+        prometheus::TextEncoder::new().encode_to_string(&self.registry.gather()).unwrap_or_else(|e| format!("# {e}\n"))
+    }
+
+    pub async fn shutdown(self) {
+        let provider = self.provider;
+        let _ = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actors::memory::{MemoryBroker, MemoryOrderStore, MemoryStatusStore, StoredMessage};
+    use actors::{Health, Ports, Worker, WorkerConfig};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+        type Writer = Captured;
+        fn make_writer(&'a self) -> Self::Writer {
+            self.clone()
+        }
+    }
+
+    fn lines(captured: &Captured) -> Vec<Value> {
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        text.lines().map(|l| serde_json::from_str(l).expect("every line is JSON")).collect()
+    }
+
+    #[test]
+    fn every_log_line_about_a_message_carries_its_correlation_id() {
+        let captured = Captured::default();
+        let subscriber =
+            tracing_subscriber::registry().with(EnvFilter::new("debug")).with(json_layer(captured.clone()));
+        let (valid, invalid) = (uuid::Uuid::new_v4().to_string(), uuid::Uuid::new_v4().to_string());
+        tracing::subscriber::with_default(subscriber, || {
+            actix_rt::System::new().block_on(async {
+                let broker = MemoryBroker::new("in", "dlq");
+                let ports = Ports {
+                    inbound: Arc::new(broker.clone()),
+                    outbound: Arc::new(broker.clone()),
+                    orders: Arc::new(MemoryOrderStore::default()),
+                    statuses: Arc::new(MemoryStatusStore::default()),
+                };
+                let config = WorkerConfig { outbound_destination: "out".into(), ..Default::default() };
+                let worker = Worker::start(ports, config, Health::default(), Metrics::disabled());
+                let order = serde_json::json!({"correlationId": valid, "customerId": "c", "currency": "EUR",
+                    "items": [{"sku": "s", "quantity": 1, "unitPrice": 1}]});
+                let bad =
+                    serde_json::json!({"correlationId": invalid, "customerId": "", "currency": "EUR", "items": []});
+                for body in [order, bad] {
+                    broker.send("in", StoredMessage { body: body.to_string().into(), ..Default::default() });
+                }
+                while broker.len("out") + broker.len("dlq") < 2 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                worker.drain(Duration::from_secs(5)).await.unwrap();
+            });
+        });
+
+        let lines = lines(&captured);
+        let about = |id: &str| lines.iter().filter(|l| l["correlation_id"] == id).cloned().collect::<Vec<_>>();
+        let processed = about(&valid);
+        let line = processed.iter().find(|l| l["message"] == "order processed").expect("the processed line");
+        assert_eq!(line["order_id"], 1, "the order id once known");
+        assert_eq!(line["level"], "DEBUG");
+        let rejected = about(&invalid);
+        let line = rejected.iter().find(|l| l["message"] == "message dead-lettered").expect("the dead-letter line");
+        assert_eq!(line["reason"], "invalid");
+        assert!(line["error"].as_str().unwrap().starts_with("customerId must be"));
+        for line in &lines {
+            if line.get("span").is_some_and(|s| s == "delivery") {
+                assert!(line.get("correlation_id").is_some(), "a line inside a delivery without its id: {line}");
+            }
+            assert!(line.as_object().unwrap().keys().all(|k| !k.starts_with("otel.")), "{line}");
+        }
     }
 }

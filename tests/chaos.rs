@@ -54,10 +54,7 @@ impl WorkerProcess {
             .env("ORDER_PROCESS_DRAIN_TIMEOUT", format!("{}s", DRAIN_TIMEOUT.as_secs()))
             .env("ORDER_PROCESS_SQL_RETRY", "timeout=2s,retries=2,backoff=50ms..500ms")
             .env("ORDER_PROCESS_REDIS_RETRY", "timeout=1s,retries=2,backoff=50ms..500ms")
-            .env(
-                "ORDER_PROCESS_PUBLISH_RETRY",
-                "timeout=2s,retries=2,backoff=50ms..500ms",
-            )
+            .env("ORDER_PROCESS_PUBLISH_RETRY", "timeout=2s,retries=2,backoff=50ms..500ms")
             .env("ORDER_PROCESS_LOG_FORMAT", "json")
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -86,12 +83,7 @@ impl WorkerProcess {
 }
 
 async fn unsafe_free_kill(pid: i32, signal: &str) {
-    let status = Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(pid.to_string())
-        .status()
-        .await
-        .unwrap();
+    let status = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().await.unwrap();
     assert!(status.success());
 }
 
@@ -143,12 +135,7 @@ fn load(orders: usize) -> Load {
     for i in (0..n).step_by(17) {
         messages.swap(i, (i * 7919) % n);
     }
-    Load {
-        messages,
-        valid,
-        invalid,
-        duplicates,
-    }
+    Load { messages, valid, invalid, duplicates }
 }
 
 /// Publishes every message with publisher confirms, reconnecting when the broker goes away; a
@@ -164,18 +151,11 @@ async fn publish_all(queue: String, messages: Vec<(Vec<u8>, String)>, pace: Dura
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             };
-            let properties = BasicProperties::default()
-                .with_delivery_mode(2)
-                .with_correlation_id(cid.as_str().into());
+            let properties = BasicProperties::default().with_delivery_mode(2).with_correlation_id(cid.as_str().into());
             let published = async {
                 // Mandatory: a message no queue takes comes back instead of vanishing.
-                let options = BasicPublishOptions {
-                    mandatory: true,
-                    ..BasicPublishOptions::default()
-                };
-                ch.basic_publish("".into(), queue.as_str().into(), options, &body, properties)
-                    .await?
-                    .await
+                let options = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };
+                ch.basic_publish("".into(), queue.as_str().into(), options, &body, properties).await?.await
             };
             match tokio::time::timeout(Duration::from_secs(5), published).await {
                 Ok(Ok(lapin::Confirmation::Ack(None))) => break,
@@ -189,9 +169,7 @@ async fn publish_all(queue: String, messages: Vec<(Vec<u8>, String)>, pace: Dura
 }
 
 async fn connect_confirming() -> Option<lapin::Channel> {
-    let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
-        .await
-        .ok()?;
+    let connection = Connection::connect(&amqp_url(), ConnectionProperties::default()).await.ok()?;
     let channel = connection.create_channel().await.ok()?;
     channel.confirm_select(ConfirmSelectOptions::default()).await.ok()?;
     std::mem::forget(connection); // lives as long as its channel is used
@@ -226,28 +204,18 @@ async fn observe(env: &TestEnv, load: &Load) -> Observed {
     .into_iter()
     .map(|s| (s.correlation_id, (s.order_id, s.copies)))
     .collect();
-    let redis = fred::prelude::Client::new(
-        fred::types::config::Config::from_url(&redis_url()).unwrap(),
-        None,
-        None,
-        None,
-    );
+    let redis =
+        fred::prelude::Client::new(fred::types::config::Config::from_url(&redis_url()).unwrap(), None, None, None);
     redis.init().await.unwrap();
     let mut statuses = HashMap::new();
     for cid in &load.valid {
         let status: Option<String> = redis.get(env.status_key(cid)).await.unwrap();
         statuses.insert(cid.clone(), status);
     }
-    let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
-        .await
-        .unwrap();
+    let connection = Connection::connect(&amqp_url(), ConnectionProperties::default()).await.unwrap();
     let channel = connection.create_channel().await.unwrap();
     let mut events: HashMap<String, Vec<i64>> = HashMap::new();
-    while let Some(m) = channel
-        .basic_get(env.outbound().into(), BasicGetOptions { no_ack: true })
-        .await
-        .unwrap()
-    {
+    while let Some(m) = channel.basic_get(env.outbound().into(), BasicGetOptions { no_ack: true }).await.unwrap() {
         let body = body_json(&m);
         events
             .entry(body["correlationId"].as_str().unwrap().to_owned())
@@ -255,20 +223,9 @@ async fn observe(env: &TestEnv, load: &Load) -> Observed {
             .push(body["orderId"].as_i64().unwrap());
     }
     let mut dead: HashMap<String, Vec<Option<String>>> = HashMap::new();
-    while let Some(m) = channel
-        .basic_get(env.dead_letter().into(), BasicGetOptions { no_ack: true })
-        .await
-        .unwrap()
-    {
-        let cid = m
-            .properties
-            .correlation_id()
-            .as_ref()
-            .map(|s| s.to_string())
-            .unwrap_or_default();
-        dead.entry(cid)
-            .or_default()
-            .push(header_text(&m, "x-order-process-reason"));
+    while let Some(m) = channel.basic_get(env.dead_letter().into(), BasicGetOptions { no_ack: true }).await.unwrap() {
+        let cid = m.properties.correlation_id().as_ref().map(|s| s.to_string()).unwrap_or_default();
+        dead.entry(cid).or_default().push(header_text(&m, "x-order-process-reason"));
     }
     let inbound_left = env.ready_count(&env.inbound()).await;
     let mut retry_left = 0;
@@ -277,65 +234,30 @@ async fn observe(env: &TestEnv, load: &Load) -> Observed {
     }
     let _ = connection.close(200, "observed".into()).await;
     let _ = redis.quit().await;
-    Observed {
-        rows,
-        statuses,
-        events,
-        dead,
-        inbound_left,
-        retry_left,
-    }
+    Observed { rows, statuses, events, dead, inbound_left, retry_left }
 }
 
 /// Every invariant of the promise, for every correlation id; returns the number of checks.
 fn check_invariants(load: &Load, seen: &Observed) -> usize {
     let mut checks = 0;
     for cid in &load.valid {
-        let (order_id, copies) = seen
-            .rows
-            .get(cid)
-            .copied()
-            .unwrap_or_else(|| panic!("order {cid} lost: no row"));
+        let (order_id, copies) = seen.rows.get(cid).copied().unwrap_or_else(|| panic!("order {cid} lost: no row"));
         assert_eq!(copies, 1, "order {cid} stored {copies} times");
         assert_eq!(seen.statuses[cid].as_deref(), Some("COMPLETED"), "status of {cid}");
-        let events = seen
-            .events
-            .get(cid)
-            .unwrap_or_else(|| panic!("no OrderProcessed for {cid}"));
-        assert!(
-            events.iter().all(|id| *id == order_id),
-            "events of {cid} carry another order id: {events:?}"
-        );
+        let events = seen.events.get(cid).unwrap_or_else(|| panic!("no OrderProcessed for {cid}"));
+        assert!(events.iter().all(|id| *id == order_id), "events of {cid} carry another order id: {events:?}");
         assert!(!seen.dead.contains_key(cid), "valid order {cid} was dead-lettered");
         checks += 4;
     }
-    assert_eq!(
-        seen.rows.len(),
-        load.valid.len(),
-        "rows for messages that were not valid orders"
-    );
+    assert_eq!(seen.rows.len(), load.valid.len(), "rows for messages that were not valid orders");
     for cid in &load.invalid {
-        let reasons = seen
-            .dead
-            .get(cid)
-            .unwrap_or_else(|| panic!("invalid message {cid} is not in the DLQ"));
-        assert!(
-            reasons.iter().all(|r| r.as_deref() == Some("invalid")),
-            "{cid}: {reasons:?}"
-        );
+        let reasons = seen.dead.get(cid).unwrap_or_else(|| panic!("invalid message {cid} is not in the DLQ"));
+        assert!(reasons.iter().all(|r| r.as_deref() == Some("invalid")), "{cid}: {reasons:?}");
         checks += 1;
     }
     assert_eq!(seen.dead.len(), load.invalid.len(), "the DLQ holds something else");
-    assert_eq!(
-        seen.events.len(),
-        load.valid.len(),
-        "events for orders that do not exist"
-    );
-    assert_eq!(
-        (seen.inbound_left, seen.retry_left),
-        (0, 0),
-        "messages stuck in the inbound or retry queues"
-    );
+    assert_eq!(seen.events.len(), load.valid.len(), "events for orders that do not exist");
+    assert_eq!((seen.inbound_left, seen.retry_left), (0, 0), "messages stuck in the inbound or retry queues");
     checks + 4
 }
 
@@ -344,10 +266,7 @@ async fn wait_until_all_stored(env: &TestEnv, load: &Load, limit: Duration) {
     loop {
         let stored: i64 = env
             .db
-            .query_one_raw(Statement::from_string(
-                env.db.get_database_backend(),
-                "SELECT count(*) FROM orders",
-            ))
+            .query_one_raw(Statement::from_string(env.db.get_database_backend(), "SELECT count(*) FROM orders"))
             .await
             .ok()
             .flatten()
@@ -358,10 +277,7 @@ async fn wait_until_all_stored(env: &TestEnv, load: &Load, limit: Duration) {
         if stored as usize == load.valid.len() && dead >= load.invalid.len() && pending == 0 {
             return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "not done after {limit:?}: {stored} stored, {dead} dead, {pending} pending"
-        );
+        assert!(Instant::now() < deadline, "not done after {limit:?}: {stored} stored, {dead} dead, {pending} pending");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
@@ -369,10 +285,8 @@ async fn wait_until_all_stored(env: &TestEnv, load: &Load, limit: Duration) {
 /// Redis here keeps nothing on disk; it saves once on the way down so that the statuses survive
 /// the restart, as a production Redis with persistence would, and the dump is removed afterwards.
 async fn restart_redis() {
-    sh(
-        "dir=$(redis-cli -h 127.0.0.1 config get dir | tail -n1) && echo \"$dir\" > /tmp/op-chaos-redis-dir \
-        && redis-cli -h 127.0.0.1 shutdown save || true",
-    )
+    sh("dir=$(redis-cli -h 127.0.0.1 config get dir | tail -n1) && echo \"$dir\" > /tmp/op-chaos-redis-dir \
+        && redis-cli -h 127.0.0.1 shutdown save || true")
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     sh("dir=$(cat /tmp/op-chaos-redis-dir) && redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' \
@@ -385,24 +299,13 @@ async fn restart_redis() {
 async fn start_first_worker(env: &TestEnv) -> WorkerProcess {
     let worker = WorkerProcess::start(env, 1);
     eventually("the schema", || async {
-        env.db
-            .execute_unprepared("SELECT 1 FROM orders LIMIT 1")
-            .await
-            .ok()
-            .map(|_| ())
+        env.db.execute_unprepared("SELECT 1 FROM orders LIMIT 1").await.ok().map(|_| ())
     })
     .await;
     eventually("the queues", || async {
         let channel = env.amqp.create_channel().await.ok()?;
-        let passive = lapin::options::QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        };
-        channel
-            .queue_declare(env.inbound().into(), passive, Default::default())
-            .await
-            .ok()
-            .map(|_| ())
+        let passive = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
+        channel.queue_declare(env.inbound().into(), passive, Default::default()).await.ok().map(|_| ())
     })
     .await;
     worker
@@ -415,17 +318,9 @@ async fn restart_rabbitmq() {
 }
 
 async fn restart_postgres() {
-    let version = std::fs::read_dir("/etc/postgresql")
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .file_name();
+    let version = std::fs::read_dir("/etc/postgresql").unwrap().next().unwrap().unwrap().file_name();
     let version = version.to_string_lossy();
-    sh(&format!(
-        "pg_ctlcluster --skip-systemctl-redirect {version} main stop -m fast"
-    ))
-    .await;
+    sh(&format!("pg_ctlcluster --skip-systemctl-redirect {version} main stop -m fast")).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     sh(&format!("pg_ctlcluster --skip-systemctl-redirect {version} main start")).await;
     sh("for i in $(seq 100); do pg_isready -q -h 127.0.0.1 && exit 0; sleep 0.2; done; exit 1").await;
@@ -448,12 +343,8 @@ async fn no_order_is_lost_or_stored_twice_while_everything_is_killed_and_restart
     let load = load(3000);
     let total = load.messages.len();
     let sent = Arc::new(AtomicUsize::new(0));
-    let publisher = tokio::spawn(publish_all(
-        env.inbound(),
-        load.messages.clone(),
-        Duration::from_millis(5),
-        sent.clone(),
-    ));
+    let publisher =
+        tokio::spawn(publish_all(env.inbound(), load.messages.clone(), Duration::from_millis(5), sent.clone()));
 
     let mut faults = Vec::new();
     let mut workers_started = 1;
@@ -467,12 +358,7 @@ async fn no_order_is_lost_or_stored_twice_while_everything_is_killed_and_restart
             tokio::time::sleep(Duration::from_secs(3)).await;
             let at = started.elapsed();
             $action;
-            eprintln!(
-                "[chaos] {:>6.1}s {} ({} of {total} sent)",
-                at.as_secs_f64(),
-                $name,
-                sent.load(Ordering::SeqCst)
-            );
+            eprintln!("[chaos] {:>6.1}s {} ({} of {total} sent)", at.as_secs_f64(), $name, sent.load(Ordering::SeqCst));
             faults.push($name);
         }};
     }
@@ -490,10 +376,7 @@ async fn no_order_is_lost_or_stored_twice_while_everything_is_killed_and_restart
     });
     fault!("restart RabbitMQ", restart_rabbitmq().await);
     fault!("stop PostgreSQL 3 s, start", restart_postgres().await);
-    fault!(
-        "terminate PostgreSQL connections",
-        terminate_database_connections(&format!("op_test_{}", env.id)).await
-    );
+    fault!("terminate PostgreSQL connections", terminate_database_connections(&format!("op_test_{}", env.id)).await);
     fault!("SIGKILL worker", {
         let (old, next) = restart_worker(worker);
         old.kill().await;
@@ -501,10 +384,7 @@ async fn no_order_is_lost_or_stored_twice_while_everything_is_killed_and_restart
     });
 
     publisher.await.unwrap();
-    eprintln!(
-        "[chaos] {:>6.1}s all {total} messages published",
-        started.elapsed().as_secs_f64()
-    );
+    eprintln!("[chaos] {:>6.1}s all {total} messages published", started.elapsed().as_secs_f64());
     wait_until_all_stored(&env, &load, Duration::from_secs(180)).await;
 
     let (code, drain) = worker.terminate().await;
@@ -542,13 +422,7 @@ async fn sigterm_under_load_drains_exits_zero_and_loses_nothing() {
     let (code, _) = start_first_worker(&env).await.terminate().await;
     assert_eq!(code, Some(0));
     let load = load(1500);
-    publish_all(
-        env.inbound(),
-        load.messages.clone(),
-        Duration::ZERO,
-        Arc::new(AtomicUsize::new(0)),
-    )
-    .await;
+    publish_all(env.inbound(), load.messages.clone(), Duration::ZERO, Arc::new(AtomicUsize::new(0))).await;
     let worker = WorkerProcess::start(&env, 2);
     eventually("some orders processed", || async {
         let stored = env.orders().await.len();
@@ -560,10 +434,7 @@ async fn sigterm_under_load_drains_exits_zero_and_loses_nothing() {
     assert_eq!(code, Some(0));
     assert!(drain <= DRAIN_TIMEOUT + Duration::from_secs(2), "drain took {drain:?}");
     let after_drain = env.orders().await.len();
-    assert!(
-        after_drain < load.valid.len(),
-        "the drain must have interrupted the load ({after_drain} stored)"
-    );
+    assert!(after_drain < load.valid.len(), "the drain must have interrupted the load ({after_drain} stored)");
 
     // What the drained replica left is taken over by another one.
     let successor = WorkerProcess::start(&env, 3);

@@ -6,9 +6,7 @@ use std::process::Command;
 
 fn order_process() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_order-process"));
-    command
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    command.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
     command
 }
 
@@ -59,10 +57,7 @@ fn queues_that_collide_stop_startup_naming_both_settings() {
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("ORDER_PROCESS_INBOUND_QUEUE and ORDER_PROCESS_OUTBOUND_QUEUE"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("ORDER_PROCESS_INBOUND_QUEUE and ORDER_PROCESS_OUTBOUND_QUEUE"), "{stderr}");
 }
 
 #[actix_rt::test]
@@ -70,11 +65,7 @@ async fn migrate_creates_the_schema_and_is_repeatable() {
     let env = common::TestEnv::new().await;
     let url = env.settings.processor.database_url.expose().to_owned();
     for _ in 0..2 {
-        let output = order_process()
-            .arg("migrate")
-            .env("DATABASE_URL", &url)
-            .output()
-            .unwrap();
+        let output = order_process().arg("migrate").env("DATABASE_URL", &url).output().unwrap();
         assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     }
     assert!(env.orders().await.is_empty(), "the orders table exists");

@@ -27,10 +27,7 @@ fn exhausted_headers() -> FieldTable {
     let mut headers = FieldTable::default();
     headers.insert("x-order-process-reason".into(), text_header("retries-exhausted"));
     headers.insert("x-order-process-attempts".into(), AMQPValue::LongLongInt(5));
-    headers.insert(
-        "x-order-process-last-error".into(),
-        text_header("persist failed: database unavailable"),
-    );
+    headers.insert("x-order-process-last-error".into(), text_header("persist failed: database unavailable"));
     headers.insert("x-tenant".into(), text_header("acme"));
     headers
 }
@@ -38,17 +35,9 @@ fn exhausted_headers() -> FieldTable {
 async fn put_in_dlq(env: &TestEnv, body: &[u8], cid: &str, headers: FieldTable) {
     use lapin::BasicProperties;
     use lapin::options::BasicPublishOptions;
-    let properties = BasicProperties::default()
-        .with_correlation_id(cid.into())
-        .with_headers(headers);
+    let properties = BasicProperties::default().with_correlation_id(cid.into()).with_headers(headers);
     env.channel
-        .basic_publish(
-            "".into(),
-            env.dead_letter().into(),
-            BasicPublishOptions::default(),
-            body,
-            properties,
-        )
+        .basic_publish("".into(), env.dead_letter().into(), BasicPublishOptions::default(), body, properties)
         .await
         .unwrap()
         .await
@@ -63,31 +52,15 @@ async fn list_shows_every_dead_letter_without_removing_any() {
     let mut body = order(&invalid);
     body["items"] = serde_json::json!([]);
     env.publish(body.to_string().as_bytes(), Some(&invalid)).await;
-    eventually("the dead letter", || async {
-        (env.ready_count(&env.dead_letter()).await == 1).then_some(())
-    })
-    .await;
+    eventually("the dead letter", || async { (env.ready_count(&env.dead_letter()).await == 1).then_some(()) }).await;
     app.run_until_stopped(async {}).await.unwrap();
     let exhausted = new_correlation_id();
-    put_in_dlq(
-        &env,
-        order(&exhausted).to_string().as_bytes(),
-        &exhausted,
-        exhausted_headers(),
-    )
-    .await;
+    put_in_dlq(&env, order(&exhausted).to_string().as_bytes(), &exhausted, exhausted_headers()).await;
 
     let table = stdout(&dlq(&env, &["list"]));
-    assert!(
-        table.starts_with(&format!("2 message(s) in {}", env.dead_letter())),
-        "{table}"
-    );
+    assert!(table.starts_with(&format!("2 message(s) in {}", env.dead_letter())), "{table}");
     let line = |id: &str| {
-        table
-            .lines()
-            .find(|l| l.starts_with(id))
-            .unwrap_or_else(|| panic!("{id} missing: {table}"))
-            .to_owned()
+        table.lines().find(|l| l.starts_with(id)).unwrap_or_else(|| panic!("{id} missing: {table}")).to_owned()
     };
     assert!(line(&invalid).contains("invalid") && line(&invalid).contains("items must hold 1 to 100 lines, has 0"));
     assert!(line(&exhausted).contains("retries-exhausted") && line(&exhausted).contains(" 5 "));
@@ -110,13 +83,7 @@ async fn replay_moves_the_chosen_messages_back_with_a_fresh_retry_count() {
     let other = new_correlation_id();
     let app = env.spawn_ready_app().await;
     app.run_until_stopped(async {}).await.unwrap(); // declares the queues, then stops consuming
-    put_in_dlq(
-        &env,
-        order(&chosen).to_string().as_bytes(),
-        &chosen,
-        exhausted_headers(),
-    )
-    .await;
+    put_in_dlq(&env, order(&chosen).to_string().as_bytes(), &chosen, exhausted_headers()).await;
     put_in_dlq(&env, order(&other).to_string().as_bytes(), &other, exhausted_headers()).await;
 
     assert_eq!(
@@ -126,20 +93,9 @@ async fn replay_moves_the_chosen_messages_back_with_a_fresh_retry_count() {
 
     assert_eq!(env.ready_count(&env.dead_letter()).await, 1, "the other one stays");
     let replayed = env.next_message(&env.inbound()).await;
-    assert_eq!(
-        replayed.properties.correlation_id().as_ref().map(|s| s.to_string()),
-        Some(chosen.clone())
-    );
-    assert_eq!(
-        header_text(&replayed, "x-tenant").as_deref(),
-        Some("acme"),
-        "the sender's headers stay"
-    );
-    assert_eq!(
-        header_text(&replayed, "x-order-process-attempts"),
-        None,
-        "the retry count starts again"
-    );
+    assert_eq!(replayed.properties.correlation_id().as_ref().map(|s| s.to_string()), Some(chosen.clone()));
+    assert_eq!(header_text(&replayed, "x-tenant").as_deref(), Some("acme"), "the sender's headers stay");
+    assert_eq!(header_text(&replayed, "x-order-process-attempts"), None, "the retry count starts again");
     assert_eq!(header_text(&replayed, "x-order-process-reason"), None);
 
     // The replayed order is processed by a worker like any other.

@@ -32,10 +32,7 @@ async fn inject(env: &TestEnv, code: &str, failures: i64) {
 async fn attempts(env: &TestEnv) -> i64 {
     let row = env
         .db
-        .query_one_raw(Statement::from_string(
-            env.db.get_database_backend(),
-            "SELECT last_value FROM attempts",
-        ))
+        .query_one_raw(Statement::from_string(env.db.get_database_backend(), "SELECT last_value FROM attempts"))
         .await
         .unwrap()
         .unwrap();
@@ -43,10 +40,7 @@ async fn attempts(env: &TestEnv) -> i64 {
 }
 
 fn without_in_process_retries(env: &mut TestEnv) {
-    env.settings.processor.retry = RetryPolicy {
-        retries: 0,
-        ..env.settings.processor.retry
-    };
+    env.settings.processor.retry = RetryPolicy { retries: 0, ..env.settings.processor.retry };
     env.settings.consumer.redelivery.max_attempts = 3;
 }
 
@@ -94,38 +88,21 @@ async fn a_failure_that_never_passes_is_dead_lettered_after_max_attempts_with_it
     let dead = env.next_message(&env.dead_letter()).await;
 
     assert_eq!(dead.delivery.data, body.as_bytes(), "original body");
-    assert_eq!(
-        header_text(&dead, "x-order-process-reason").as_deref(),
-        Some("retries-exhausted")
-    );
-    assert_eq!(
-        header_text(&dead, "x-order-process-error-kind").as_deref(),
-        Some("transient")
-    );
+    assert_eq!(header_text(&dead, "x-order-process-reason").as_deref(), Some("retries-exhausted"));
+    assert_eq!(header_text(&dead, "x-order-process-error-kind").as_deref(), Some("transient"));
     assert_eq!(header_text(&dead, "x-order-process-attempts").as_deref(), Some("3"));
-    assert!(
-        header_text(&dead, "x-order-process-last-error")
-            .unwrap()
-            .contains("injected failure")
-    );
+    assert!(header_text(&dead, "x-order-process-last-error").unwrap().contains("injected failure"));
     let first = header_text(&dead, "x-order-process-first-failure").unwrap();
     let last = header_text(&dead, "x-order-process-last-failure").unwrap();
     let waited =
         chrono::DateTime::parse_from_rfc3339(&last).unwrap() - chrono::DateTime::parse_from_rfc3339(&first).unwrap();
-    assert!(
-        waited >= chrono::Duration::milliseconds(400),
-        "two delayed redeliveries of 200 ms: {waited}"
-    );
+    assert!(waited >= chrono::Duration::milliseconds(400), "two delayed redeliveries of 200 ms: {waited}");
     assert_eq!(attempts(&env).await, 3);
     assert!(env.orders().await.is_empty());
     assert_eq!(env.status(&cid).await.as_deref(), Some("FAILED"));
     app.run_until_stopped(async {}).await.unwrap();
     assert_eq!(env.ready_count(&env.inbound()).await, 0, "nothing stuck");
-    assert_eq!(
-        env.ready_count(&env.outbound()).await,
-        0,
-        "no event for an unstored order"
-    );
+    assert_eq!(env.ready_count(&env.outbound()).await, 0, "no event for an unstored order");
     env.cleanup().await;
 }
 
@@ -140,10 +117,7 @@ async fn a_permanent_failure_is_dead_lettered_at_once() {
     env.publish(order(&cid).to_string().as_bytes(), Some(&cid)).await;
     let dead = env.next_message(&env.dead_letter()).await;
 
-    assert_eq!(
-        header_text(&dead, "x-order-process-reason").as_deref(),
-        Some("permanent-failure")
-    );
+    assert_eq!(header_text(&dead, "x-order-process-reason").as_deref(), Some("permanent-failure"));
     assert_eq!(header_text(&dead, "x-order-process-attempts").as_deref(), Some("1"));
     assert_eq!(attempts(&env).await, 1, "not retried");
     app.run_until_stopped(async {}).await.unwrap();
@@ -154,11 +128,8 @@ async fn a_permanent_failure_is_dead_lettered_at_once() {
 async fn a_status_store_that_is_down_delays_the_order_instead_of_losing_it() {
     let mut env = TestEnv::new().await;
     env.settings.status.redis_url = actors::secret::SecretUrl::new("redis://127.0.0.1:1");
-    env.settings.status.retry = RetryPolicy {
-        retries: 0,
-        timeout: Duration::from_millis(200),
-        ..RetryPolicy::default()
-    };
+    env.settings.status.retry =
+        RetryPolicy { retries: 0, timeout: Duration::from_millis(200), ..RetryPolicy::default() };
     env.settings.consumer.redelivery.max_attempts = 100;
     let app = env.spawn_ready_app().await;
     let cid = new_correlation_id();
@@ -166,10 +137,7 @@ async fn a_status_store_that_is_down_delays_the_order_instead_of_losing_it() {
     env.publish(order(&cid).to_string().as_bytes(), Some(&cid)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    assert!(
-        env.orders().await.is_empty(),
-        "PROCESSING could not be set, so nothing was stored yet"
-    );
+    assert!(env.orders().await.is_empty(), "PROCESSING could not be set, so nothing was stored yet");
     assert_eq!(env.ready_count(&env.dead_letter()).await, 0, "not dead-lettered");
     assert_eq!(env.ready_count(&env.outbound()).await, 0);
     // Stopping returns the message to a queue: it is waiting for its next attempt, not lost.

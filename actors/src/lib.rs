@@ -20,12 +20,15 @@
 //! - Broker-neutral messaging ports in [`messaging`]; RabbitMQ adapter in [`amqp`]; in-process
 //!   adapters of every port in [`memory`] (unit tests and the embedded mode).
 //! - [`retry`]: per-call timeout, bounded retries with backoff, reconnect loops.
+//! - [`metrics`]: the instruments (per actor, per outcome, per dependency);
+//!   [`trace_context`]: W3C trace context in message headers.
 
 pub mod amqp;
 pub mod consumer;
 pub mod health;
 pub mod memory;
 pub mod messaging;
+pub mod metrics;
 pub mod order;
 pub mod pipeline;
 pub mod processor;
@@ -35,6 +38,8 @@ pub mod secret;
 pub mod status;
 pub mod status_writer;
 pub mod supervisor;
+pub mod trace_context;
 
 pub use health::Health;
+pub use metrics::Metrics;
 pub use supervisor::{Ports, Worker, WorkerConfig};

@@ -51,22 +51,12 @@ struct Queues {
 
 impl Queues {
     fn push(&self, queue: &str, message: StoredMessage) {
-        self.queues
-            .lock()
-            .unwrap()
-            .entry(queue.to_owned())
-            .or_default()
-            .push_back(message);
+        self.queues.lock().unwrap().entry(queue.to_owned()).or_default().push_back(message);
         self.arrived.notify_waiters();
     }
 
     fn push_front(&self, queue: &str, message: StoredMessage) {
-        self.queues
-            .lock()
-            .unwrap()
-            .entry(queue.to_owned())
-            .or_default()
-            .push_front(message);
+        self.queues.lock().unwrap().entry(queue.to_owned()).or_default().push_front(message);
         self.arrived.notify_waiters();
     }
 
@@ -86,11 +76,7 @@ pub struct MemoryBroker {
 
 impl MemoryBroker {
     pub fn new(inbound: &str, dead_letter: &str) -> Self {
-        Self {
-            queues: Arc::default(),
-            inbound: inbound.into(),
-            dead_letter: dead_letter.into(),
-        }
+        Self { queues: Arc::default(), inbound: inbound.into(), dead_letter: dead_letter.into() }
     }
 
     pub fn send(&self, queue: &str, message: StoredMessage) {
@@ -99,13 +85,7 @@ impl MemoryBroker {
 
     /// Takes every message out of `queue`.
     pub fn take_all(&self, queue: &str) -> Vec<StoredMessage> {
-        self.queues
-            .queues
-            .lock()
-            .unwrap()
-            .remove(queue)
-            .map(Vec::from)
-            .unwrap_or_default()
+        self.queues.queues.lock().unwrap().remove(queue).map(Vec::from).unwrap_or_default()
     }
 
     pub fn len(&self, queue: &str) -> usize {
@@ -115,6 +95,14 @@ impl MemoryBroker {
 
 #[async_trait]
 impl InboundBroker for MemoryBroker {
+    fn system(&self) -> &'static str {
+        "memory"
+    }
+
+    fn destination(&self) -> &str {
+        &self.inbound
+    }
+
     async fn subscribe(&self, prefetch: u16) -> Result<Subscription, BrokerError> {
         let cancelled = Arc::new(AtomicBool::new(false));
         let permits = Arc::new(Semaphore::new(prefetch.max(1) as usize));
@@ -137,10 +125,7 @@ impl InboundBroker for MemoryBroker {
                 }
             }
         });
-        Ok(Subscription {
-            deliveries,
-            control: Box::new(MemorySubscription { cancelled }),
-        })
+        Ok(Subscription { deliveries, control: Box::new(MemorySubscription { cancelled }) })
     }
 }
 
@@ -155,11 +140,7 @@ impl MemoryBroker {
         };
         Delivery {
             message,
-            settle: Box::new(MemorySettle {
-                broker: self.clone(),
-                stored: Some(stored),
-                _permit: permit,
-            }),
+            settle: Box::new(MemorySettle { broker: self.clone(), stored: Some(stored), _permit: permit }),
         }
     }
 }
@@ -242,6 +223,10 @@ impl Settle for MemorySettle {
 
 #[async_trait]
 impl OutboundBroker for MemoryBroker {
+    fn system(&self) -> &'static str {
+        "memory"
+    }
+
     async fn open(&self) -> Result<Arc<dyn Outbox>, BrokerError> {
         Ok(Arc::new(self.clone()))
     }
@@ -263,10 +248,7 @@ impl Outbox for MemoryBroker {
 impl StoredMessage {
     /// Failed attempts recorded in the headers.
     pub fn attempts(&self) -> u32 {
-        self.headers
-            .get(headers::ATTEMPTS)
-            .and_then(|a| a.parse().ok())
-            .unwrap_or(0)
+        self.headers.get(headers::ATTEMPTS).and_then(|a| a.parse().ok()).unwrap_or(0)
     }
 }
 
@@ -313,15 +295,9 @@ impl OrderStore for MemoryOrderStore {
     async fn persist(&self, order: &ValidOrder) -> Result<Persisted, OrderStoreError> {
         let mut orders = self.orders.lock().unwrap();
         if let Some(index) = orders.iter().position(|o| o.correlation_id == order.correlation_id) {
-            return Ok(Persisted {
-                order_id: OrderId(index as i64 + 1),
-                created: false,
-            });
+            return Ok(Persisted { order_id: OrderId(index as i64 + 1), created: false });
         }
         orders.push(order.clone());
-        Ok(Persisted {
-            order_id: OrderId(orders.len() as i64),
-            created: true,
-        })
+        Ok(Persisted { order_id: OrderId(orders.len() as i64), created: true })
     }
 }

@@ -44,10 +44,7 @@ pub struct InboundMessage {
 impl InboundMessage {
     /// Failed attempts recorded on the message by earlier deliveries.
     pub fn attempts(&self) -> u32 {
-        self.headers
-            .get(headers::ATTEMPTS)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
+        self.headers.get(headers::ATTEMPTS).and_then(|v| v.parse().ok()).unwrap_or(0)
     }
 
     pub fn first_failure(&self) -> Option<DateTime<Utc>> {
@@ -116,16 +113,29 @@ pub enum BrokerError {
     Protocol(String),
 }
 
-impl crate::retry::Transience for BrokerError {
+impl crate::retry::Classify for BrokerError {
     /// A broker failure is a property of the broker, never of the message: all of them may pass.
     fn is_transient(&self) -> bool {
         true
+    }
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Connection(_) => "connection",
+            Self::Closed(_) => "closed",
+            Self::Nacked => "nacked",
+            Self::Unroutable(_) => "unroutable",
+            Self::Protocol(_) => "protocol",
+        }
     }
 }
 
 /// The consuming side of a broker: opens a subscription to the inbound queue.
 #[async_trait]
 pub trait InboundBroker: Send + Sync + 'static {
+    /// The broker's name in traces (`messaging.system`), e.g. `rabbitmq`.
+    fn system(&self) -> &'static str;
+    /// The queue (or subscription) consumed, in traces and logs.
+    fn destination(&self) -> &str;
     /// Connects, makes sure the topology exists, and starts consuming with at most `prefetch`
     /// unsettled deliveries.
     async fn subscribe(&self, prefetch: u16) -> Result<Subscription, BrokerError>;
@@ -165,6 +175,8 @@ pub trait Settle: Send {
 /// The publishing side of a broker.
 #[async_trait]
 pub trait OutboundBroker: Send + Sync + 'static {
+    /// The broker's name in traces (`messaging.system`).
+    fn system(&self) -> &'static str;
     /// Connects and returns a channel on which publishes are confirmed by the broker.
     async fn open(&self) -> Result<Arc<dyn Outbox>, BrokerError>;
 }

@@ -12,7 +12,7 @@
 use crate::order::ValidOrder;
 use crate::processor::{PersistOrder, Persisted};
 use crate::publisher::{OrderProcessed, PublishOrderProcessed};
-use crate::retry::Transience;
+use crate::retry::Classify;
 use crate::status::OrderStatus;
 use crate::status_writer::SetStatus;
 use actix::{MailboxError, Recipient};
@@ -67,16 +67,15 @@ impl Stages {
     /// `COMPLETED` and the broker confirmed the event: only then may the delivery be acked.
     pub async fn process(&self, order: Arc<ValidOrder>) -> Result<Persisted, StageFailure> {
         let correlation_id = order.correlation_id;
-        let mark = |status| SetStatus { correlation_id, status };
+        // Each actor traces and logs its part as a child of the delivery's span.
+        let parent = tracing::Span::current;
+        let mark = |status| SetStatus { correlation_id, status, parent: parent() };
         step(Stage::MarkProcessing, self.status.send(mark(OrderStatus::Processing))).await?;
-        let persisted = step(Stage::Persist, self.processor.send(PersistOrder { order })).await?;
-        tracing::Span::current().record("order_id", persisted.order_id.0);
+        let persisted = step(Stage::Persist, self.processor.send(PersistOrder { order, parent: parent() })).await?;
+        parent().record("order_id", persisted.order_id.0);
         step(Stage::MarkCompleted, self.status.send(mark(OrderStatus::Completed))).await?;
-        let event = OrderProcessed {
-            correlation_id,
-            order_id: persisted.order_id,
-        };
-        step(Stage::Publish, self.publisher.send(PublishOrderProcessed { event })).await?;
+        let event = OrderProcessed { correlation_id, order_id: persisted.order_id };
+        step(Stage::Publish, self.publisher.send(PublishOrderProcessed { event, parent: parent() })).await?;
         Ok(persisted)
     }
 }
@@ -86,20 +85,12 @@ async fn step<T, E>(
     reply: impl Future<Output = Result<Result<T, E>, MailboxError>>,
 ) -> Result<T, StageFailure>
 where
-    E: Transience + fmt::Display,
+    E: Classify + fmt::Display,
 {
     match reply.await {
         Ok(Ok(value)) => Ok(value),
-        Ok(Err(error)) => Err(StageFailure {
-            stage,
-            transient: error.is_transient(),
-            error: error.to_string(),
-        }),
+        Ok(Err(error)) => Err(StageFailure { stage, transient: error.is_transient(), error: error.to_string() }),
         // The actor stopped or is restarting: the step may succeed on a later delivery.
-        Err(mailbox) => Err(StageFailure {
-            stage,
-            transient: true,
-            error: format!("actor unavailable: {mailbox}"),
-        }),
+        Err(mailbox) => Err(StageFailure { stage, transient: true, error: format!("actor unavailable: {mailbox}") }),
     }
 }

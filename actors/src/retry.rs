@@ -14,10 +14,13 @@ use std::time::Duration;
 use tokio_retry::RetryIf;
 use tokio_retry::strategy::{ExponentialBackoff, jitter};
 
-/// Whether a failure may pass if the same call is made again (a lost connection, a timeout, a
-/// serialization failure) or will fail the same way every time (a constraint, a bad value).
-pub trait Transience {
+/// What kind of failure an error is: whether it may pass if the same call is made again (a lost
+/// connection, a timeout, a serialization failure) or will fail the same way every time (a
+/// constraint, a bad value), and a short name for metrics and logs.
+pub trait Classify {
     fn is_transient(&self) -> bool;
+    /// A short, stable name (`timeout`, `unavailable`, `rejected`, ...): the `error_kind` label.
+    fn kind(&self) -> &'static str;
 }
 
 /// What a call that ran out of time or retries reports.
@@ -29,11 +32,17 @@ pub enum Attempted<E> {
     TimedOut(Duration),
 }
 
-impl<E: Transience> Transience for Attempted<E> {
+impl<E: Classify> Classify for Attempted<E> {
     fn is_transient(&self) -> bool {
         match self {
             Self::Failed(e) => e.is_transient(),
             Self::TimedOut(_) => true,
+        }
+    }
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Failed(e) => e.kind(),
+            Self::TimedOut(_) => "timeout",
         }
     }
 }
@@ -76,7 +85,7 @@ impl RetryPolicy {
     /// Runs `call` until it succeeds, fails permanently, or the retries are spent.
     pub async fn run<T, E, F, Fut>(&self, mut call: F) -> Result<T, Attempted<E>>
     where
-        E: Transience,
+        E: Classify,
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
@@ -118,16 +127,12 @@ impl FromStr for RetryPolicy {
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let mut policy = Self::default();
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (key, value) = part
-                .split_once('=')
-                .ok_or_else(|| format!("expected key=value, got {part:?}"))?;
+            let (key, value) = part.split_once('=').ok_or_else(|| format!("expected key=value, got {part:?}"))?;
             match key.trim() {
                 "timeout" => policy.timeout = parse_duration(value)?,
                 "retries" => {
-                    policy.retries = value
-                        .trim()
-                        .parse()
-                        .map_err(|_| format!("retries must be a whole number, got {value:?}"))?
+                    policy.retries =
+                        value.trim().parse().map_err(|_| format!("retries must be a whole number, got {value:?}"))?
                 }
                 "backoff" => {
                     let (initial, max) = value
@@ -172,10 +177,7 @@ where
     Fut: Future<Output = Result<T, E>>,
 {
     const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-    let mut waits = ExponentialBackoff::from_millis(2)
-        .factor(50)
-        .max_delay(Duration::from_secs(10))
-        .map(jitter);
+    let mut waits = ExponentialBackoff::from_millis(2).factor(50).max_delay(Duration::from_secs(10)).map(jitter);
     for attempt in 1.. {
         let error = match tokio::time::timeout(CONNECT_TIMEOUT, connect()).await {
             Ok(Ok(value)) => return value,
@@ -194,9 +196,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("expected a duration such as 250ms, 2s or 1m, got {text:?}"))?;
+    let n: u64 = number.parse().map_err(|_| format!("expected a duration such as 250ms, 2s or 1m, got {text:?}"))?;
     match unit {
         "" | "ms" => Ok(Duration::from_millis(n)),
         "s" => Ok(Duration::from_secs(n)),
@@ -224,9 +224,12 @@ mod tests {
 
     #[derive(Debug, PartialEq)]
     struct Failure(bool);
-    impl Transience for Failure {
+    impl Classify for Failure {
         fn is_transient(&self) -> bool {
             self.0
+        }
+        fn kind(&self) -> &'static str {
+            "test"
         }
     }
 
@@ -246,29 +249,11 @@ mod tests {
         assert_eq!(policy.retries, 5);
         assert_eq!(policy.max_backoff, Duration::from_secs(60));
         assert_eq!(policy.to_string().parse::<RetryPolicy>().unwrap(), policy);
-        assert_eq!(
-            "retries=1".parse::<RetryPolicy>().unwrap().timeout,
-            RetryPolicy::default().timeout
-        );
-        assert!(
-            "timeout=fast"
-                .parse::<RetryPolicy>()
-                .unwrap_err()
-                .contains("got \"fast\"")
-        );
-        assert!(
-            "timeout=0s"
-                .parse::<RetryPolicy>()
-                .unwrap_err()
-                .contains("greater than zero")
-        );
+        assert_eq!("retries=1".parse::<RetryPolicy>().unwrap().timeout, RetryPolicy::default().timeout);
+        assert!("timeout=fast".parse::<RetryPolicy>().unwrap_err().contains("got \"fast\""));
+        assert!("timeout=0s".parse::<RetryPolicy>().unwrap_err().contains("greater than zero"));
         assert!("tries=3".parse::<RetryPolicy>().unwrap_err().contains("unknown key"));
-        assert!(
-            "backoff=2s..1s"
-                .parse::<RetryPolicy>()
-                .unwrap_err()
-                .contains("must not exceed")
-        );
+        assert!("backoff=2s..1s".parse::<RetryPolicy>().unwrap_err().contains("must not exceed"));
     }
 
     #[test]

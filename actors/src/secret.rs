@@ -24,9 +24,7 @@ impl SecretUrl {
         let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
             return url.clone();
         };
-        let authority_end = url[scheme_end..]
-            .find(['/', '?', '#'])
-            .map_or(url.len(), |i| scheme_end + i);
+        let authority_end = url[scheme_end..].find(['/', '?', '#']).map_or(url.len(), |i| scheme_end + i);
         let authority = &url[scheme_end..authority_end];
         let Some(at) = authority.rfind('@') else {
             return url.clone();
@@ -74,24 +72,14 @@ mod tests {
     fn passwords_are_masked_everywhere_it_is_shown() {
         let url = SecretUrl::new("amqp://guest:s3cret@rabbit:5672/%2f");
         assert_eq!(url.redacted(), "amqp://guest:***@rabbit:5672/%2f");
-        assert_eq!(
-            format!("{url} {url:?}"),
-            "amqp://guest:***@rabbit:5672/%2f amqp://guest:***@rabbit:5672/%2f"
-        );
-        assert_eq!(
-            serde_json::to_string(&url).unwrap(),
-            "\"amqp://guest:***@rabbit:5672/%2f\""
-        );
+        assert_eq!(format!("{url} {url:?}"), "amqp://guest:***@rabbit:5672/%2f amqp://guest:***@rabbit:5672/%2f");
+        assert_eq!(serde_json::to_string(&url).unwrap(), "\"amqp://guest:***@rabbit:5672/%2f\"");
         assert_eq!(url.expose(), "amqp://guest:s3cret@rabbit:5672/%2f");
     }
 
     #[test]
     fn urls_without_password_are_unchanged() {
-        for plain in [
-            "postgres://postgres@127.0.0.1/db",
-            "redis://127.0.0.1:6379",
-            "redis://h/?a=b@c",
-        ] {
+        for plain in ["postgres://postgres@127.0.0.1/db", "redis://127.0.0.1:6379", "redis://h/?a=b@c"] {
             assert_eq!(SecretUrl::new(plain).redacted(), plain);
         }
         assert_eq!(SecretUrl::new("redis://:pw@h:6379").redacted(), "redis://:***@h:6379");

@@ -30,9 +30,7 @@ impl OrderStatus {
 
     /// The stored statuses that `self` must not overwrite.
     pub fn must_not_replace(self) -> impl Iterator<Item = OrderStatus> {
-        Self::ALL
-            .into_iter()
-            .filter(move |current| !may_replace(Some(*current), self))
+        Self::ALL.into_iter().filter(move |current| !may_replace(Some(*current), self))
     }
 }
 
@@ -52,10 +50,7 @@ impl fmt::Display for OrderStatus {
 impl FromStr for OrderStatus {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|status| status.as_str() == s)
-            .ok_or_else(|| format!("unknown order status {s:?}"))
+        Self::ALL.into_iter().find(|status| status.as_str() == s).ok_or_else(|| format!("unknown order status {s:?}"))
     }
 }
 
@@ -75,10 +70,7 @@ mod tests {
     fn completed_is_never_replaced_by_anything_else() {
         assert!(!may_replace(Some(Completed), Processing));
         assert!(!may_replace(Some(Completed), Failed));
-        assert!(
-            may_replace(Some(Completed), Completed),
-            "a redelivery refreshes the TTL"
-        );
+        assert!(may_replace(Some(Completed), Completed), "a redelivery refreshes the TTL");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 use crate::consumer::{Consumer, ConsumerConfig, Drain, DrainReport};
 use crate::health::Health;
 use crate::messaging::{InboundBroker, OutboundBroker};
+use crate::metrics::Metrics;
 use crate::pipeline::Stages;
 use crate::processor::{OrderStore, Processor};
 use crate::publisher::Publisher;
@@ -47,18 +48,16 @@ pub struct Worker {
 
 impl Worker {
     /// Starts the actors on the current actix system. Must be called from within it.
-    pub fn start(ports: Ports, config: WorkerConfig, health: Health) -> Self {
-        let Ports {
-            inbound,
-            outbound,
-            orders,
-            statuses,
-        } = ports;
-        let status_writer = Supervisor::start(move |_| StatusWriter::new(statuses, config.status_retry));
-        let processor = Supervisor::start(move |_| Processor::new(orders, config.sql_retry));
+    pub fn start(ports: Ports, config: WorkerConfig, health: Health, metrics: Metrics) -> Self {
+        let Ports { inbound, outbound, orders, statuses } = ports;
+        let m = metrics.clone();
+        let status_writer = Supervisor::start(move |_| StatusWriter::new(statuses, config.status_retry, &m));
+        let m = metrics.clone();
+        let processor = Supervisor::start(move |_| Processor::new(orders, config.sql_retry, &m));
         let destination = config.outbound_destination;
         let publish_retry = config.publish_retry;
-        let publisher = Supervisor::start(move |_| Publisher::new(outbound, destination, publish_retry));
+        let m = metrics.clone();
+        let publisher = Supervisor::start(move |_| Publisher::new(outbound, destination, publish_retry, &m));
         let stages = Stages {
             status: status_writer.clone().recipient(),
             processor: processor.clone().recipient(),
@@ -66,14 +65,9 @@ impl Worker {
         };
         let consumer_health = health.clone();
         let consumer_config = config.consumer;
-        let consumer = Supervisor::start(move |_| Consumer::new(inbound, stages, consumer_config, consumer_health));
-        Self {
-            consumer,
-            status_writer,
-            processor,
-            publisher,
-            health,
-        }
+        let consumer =
+            Supervisor::start(move |_| Consumer::new(inbound, stages, consumer_config, consumer_health, &metrics));
+        Self { consumer, status_writer, processor, publisher, health }
     }
 
     /// Stops consuming and waits (up to `timeout`) for the deliveries in flight.

@@ -7,10 +7,7 @@ fn order_json() -> impl Strategy<Value = String> {
     let item = (
         ".{0,70}",
         prop_oneof![1..=10_000i64, any::<i64>()],
-        prop_oneof![
-            any::<i64>().prop_map(|n| n.to_string()),
-            "-?[0-9]{1,20}(\\.[0-9]{0,8})?"
-        ],
+        prop_oneof![any::<i64>().prop_map(|n| n.to_string()), "-?[0-9]{1,20}(\\.[0-9]{0,8})?"],
     )
         .prop_map(|(sku, quantity, price)| {
             format!(
@@ -22,10 +19,7 @@ fn order_json() -> impl Strategy<Value = String> {
         prop_oneof![Just("7d4c1c1e-7b0a-4c8e-9f41-2f0a3d3f5b11".to_owned()), ".{0,40}"],
         ".{0,70}",
         prop_oneof!["[A-Z]{3}", "[A-Za-z]{0,4}"],
-        prop_oneof![
-            prop::collection::vec(item.clone(), 1..4),
-            prop::collection::vec(item, 0..105)
-        ],
+        prop_oneof![prop::collection::vec(item.clone(), 1..4), prop::collection::vec(item, 0..105)],
         prop_oneof![Just("2026-11-24T10:00:00Z".to_owned()), ".{0,30}"],
     )
         .prop_map(|(cid, customer, currency, items, accepted)| {

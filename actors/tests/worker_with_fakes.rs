@@ -34,16 +34,10 @@ struct Flaky<T> {
 
 impl<T> Flaky<T> {
     fn new(inner: T, failures: u32, transient: bool) -> Arc<Self> {
-        Arc::new(Self {
-            inner,
-            failures: AtomicU32::new(failures),
-            transient,
-        })
+        Arc::new(Self { inner, failures: AtomicU32::new(failures), transient })
     }
     fn fail_now(&self) -> bool {
-        self.failures
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok()
+        self.failures.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
     }
 }
 
@@ -70,11 +64,11 @@ impl StatusStore for Flaky<MemoryStatusStore> {
 
 #[async_trait]
 impl OutboundBroker for Flaky<MemoryBroker> {
+    fn system(&self) -> &'static str {
+        "memory"
+    }
     async fn open(&self) -> Result<Arc<dyn Outbox>, BrokerError> {
-        Ok(Arc::new(FlakyOutbox(
-            self.inner.clone(),
-            AtomicU32::new(self.failures.load(Ordering::SeqCst)),
-        )))
+        Ok(Arc::new(FlakyOutbox(self.inner.clone(), AtomicU32::new(self.failures.load(Ordering::SeqCst)))))
     }
 }
 
@@ -83,11 +77,7 @@ struct FlakyOutbox(MemoryBroker, AtomicU32);
 #[async_trait]
 impl Outbox for FlakyOutbox {
     async fn publish(&self, message: OutboundMessage) -> Result<(), BrokerError> {
-        if self
-            .1
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok()
-        {
+        if self.1.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
             return Err(BrokerError::Nacked);
         }
         self.0.publish(message).await
@@ -110,11 +100,7 @@ fn start(store_failures: u32, transient: bool, status_failures: u32, publish_fai
     let broker = MemoryBroker::new(INBOUND, DLQ);
     let orders = MemoryOrderStore::default();
     let statuses = MemoryStatusStore::default();
-    let no_retry = RetryPolicy {
-        retries: 0,
-        timeout: Duration::from_secs(1),
-        ..RetryPolicy::default()
-    };
+    let no_retry = RetryPolicy { retries: 0, timeout: Duration::from_secs(1), ..RetryPolicy::default() };
     let mut config = WorkerConfig {
         outbound_destination: OUTBOUND.into(),
         sql_retry: no_retry,
@@ -130,24 +116,13 @@ fn start(store_failures: u32, transient: bool, status_failures: u32, publish_fai
         orders: Flaky::new(orders.clone(), store_failures, transient),
         statuses: Flaky::new(statuses.clone(), status_failures, true),
     };
-    let worker = Worker::start(ports, config, Health::default());
-    Harness {
-        broker,
-        orders,
-        statuses,
-        worker,
-    }
+    let worker = Worker::start(ports, config, Health::default(), actors::Metrics::disabled());
+    Harness { broker, orders, statuses, worker }
 }
 
 impl Harness {
     fn send(&self, body: Vec<u8>) {
-        self.broker.send(
-            INBOUND,
-            StoredMessage {
-                body: body.into(),
-                ..Default::default()
-            },
-        );
+        self.broker.send(INBOUND, StoredMessage { body: body.into(), ..Default::default() });
     }
 
     /// Stops consuming and waits for every delivery in flight to be settled.

@@ -41,13 +41,8 @@ impl TestEnv {
     pub async fn new() -> Self {
         let id = Uuid::new_v4().simple().to_string()[..12].to_owned();
         let database = format!("op_test_{id}");
-        let admin = Database::connect(format!("{}/postgres", server_url()))
-            .await
-            .expect("PostgreSQL reachable");
-        admin
-            .execute_unprepared(&format!("CREATE DATABASE \"{database}\""))
-            .await
-            .unwrap();
+        let admin = Database::connect(format!("{}/postgres", server_url())).await.expect("PostgreSQL reachable");
+        admin.execute_unprepared(&format!("CREATE DATABASE \"{database}\"")).await.unwrap();
         admin.close().await.unwrap();
         let database_url = format!("{}/{database}", server_url());
 
@@ -63,29 +58,18 @@ impl TestEnv {
         settings.consumer.drain_timeout = Duration::from_secs(5);
 
         let db = Database::connect(&database_url).await.unwrap();
-        let amqp = Connection::connect(&amqp_url(), ConnectionProperties::default())
-            .await
-            .expect("RabbitMQ reachable");
+        let amqp = Connection::connect(&amqp_url(), ConnectionProperties::default()).await.expect("RabbitMQ reachable");
         let channel = amqp.create_channel().await.unwrap();
         // Reconnects by itself, so it outlives a Redis restart in the chaos suite.
         let policy = fred::types::config::ReconnectPolicy::new_constant(0, 100);
         let config = fred::types::config::Config::from_url(&redis_url()).unwrap();
         let redis = RedisClient::new(config, None, None, Some(policy));
         redis.init().await.expect("Redis reachable");
-        Self {
-            id,
-            settings,
-            db,
-            amqp,
-            channel,
-            redis,
-        }
+        Self { id, settings, db, amqp, channel, redis }
     }
 
     pub async fn spawn_app(&self) -> Application {
-        Application::build(self.settings.clone())
-            .await
-            .expect("the worker starts")
+        Application::build(self.settings.clone()).await.expect("the worker starts")
     }
 
     /// Starts the worker and waits until it consumes.
@@ -119,13 +103,7 @@ impl TestEnv {
             properties = properties.with_correlation_id(id.into());
         }
         self.channel
-            .basic_publish(
-                "".into(),
-                self.inbound().into(),
-                BasicPublishOptions::default(),
-                body,
-                properties,
-            )
+            .basic_publish("".into(), self.inbound().into(), BasicPublishOptions::default(), body, properties)
             .await
             .unwrap()
             .await
@@ -135,11 +113,7 @@ impl TestEnv {
     /// Waits for the next message on `queue` and takes it (acked).
     pub async fn next_message(&self, queue: &str) -> lapin::message::BasicGetMessage {
         eventually(&format!("a message on {queue}"), || async {
-            let message = self
-                .channel
-                .basic_get(queue.into(), BasicGetOptions { no_ack: true })
-                .await
-                .ok()??;
+            let message = self.channel.basic_get(queue.into(), BasicGetOptions { no_ack: true }).await.ok()??;
             Some(message)
         })
         .await
@@ -148,19 +122,10 @@ impl TestEnv {
     /// Messages ready on `queue` (declared passively: the queue must exist). Over a fresh
     /// connection, so it works after a broker restart too.
     pub async fn ready_count(&self, queue: &str) -> u32 {
-        let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
-            .await
-            .unwrap();
+        let connection = Connection::connect(&amqp_url(), ConnectionProperties::default()).await.unwrap();
         let channel = connection.create_channel().await.unwrap();
-        let options = QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        };
-        let count = channel
-            .queue_declare(queue.into(), options, FieldTable::default())
-            .await
-            .unwrap()
-            .message_count();
+        let options = QueueDeclareOptions { passive: true, ..Default::default() };
+        let count = channel.queue_declare(queue.into(), options, FieldTable::default()).await.unwrap().message_count();
         let _ = connection.close(200, "counted".into()).await;
         count
     }
@@ -168,12 +133,7 @@ impl TestEnv {
     /// Takes every message currently on `queue`.
     pub async fn drain_queue(&self, queue: &str) -> Vec<lapin::message::BasicGetMessage> {
         let mut messages = Vec::new();
-        while let Some(m) = self
-            .channel
-            .basic_get(queue.into(), BasicGetOptions { no_ack: true })
-            .await
-            .unwrap()
-        {
+        while let Some(m) = self.channel.basic_get(queue.into(), BasicGetOptions { no_ack: true }).await.unwrap() {
             messages.push(m);
         }
         messages
@@ -229,26 +189,20 @@ impl TestEnv {
             && let Ok(channel) = connection.create_channel().await
         {
             for queue in queues {
-                let _ = channel
-                    .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-                    .await;
+                let _ = channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
             }
             let _ = connection.close(200, "test done".into()).await;
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), self.amqp.close(200, "test done".into())).await;
         let scanning = async {
-            let mut scan = self
-                .redis
-                .scan_buffered(format!("{}*", self.settings.status.key_prefix), Some(1000), None);
+            let mut scan = self.redis.scan_buffered(format!("{}*", self.settings.status.key_prefix), Some(1000), None);
             let mut keys = Vec::new();
             while let Some(Ok(key)) = scan.next().await {
                 keys.push(key.into_string().unwrap_or_default());
             }
             keys
         };
-        let keys = tokio::time::timeout(Duration::from_secs(10), scanning)
-            .await
-            .unwrap_or_default();
+        let keys = tokio::time::timeout(Duration::from_secs(10), scanning).await.unwrap_or_default();
         if !keys.is_empty() {
             let _: i64 = self.redis.del(keys).await.unwrap_or_default();
         }

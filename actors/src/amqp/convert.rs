@@ -14,11 +14,7 @@ pub fn inbound_message(body: bytes::Bytes, properties: &BasicProperties, redeliv
             .headers()
             .as_ref()
             .map(|table| {
-                table
-                    .inner()
-                    .iter()
-                    .filter_map(|(k, v)| Some((k.as_str().to_owned(), header_text(v)?)))
-                    .collect()
+                table.inner().iter().filter_map(|(k, v)| Some((k.as_str().to_owned(), header_text(v)?))).collect()
             })
             .unwrap_or_default(),
         redelivered,

@@ -21,16 +21,9 @@ impl AmqpDeadLetters {
     async fn open(&self) -> Result<(Connection, Channel, u32), BrokerError> {
         let connection = connect(&self.config, "dlq tool").await?;
         let channel = connection.create_channel().await.map_err(protocol_error)?;
-        let passive = QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        };
+        let passive = QueueDeclareOptions { passive: true, ..Default::default() };
         let queue = channel
-            .queue_declare(
-                self.config.dead_letter_queue().as_str().into(),
-                passive,
-                FieldTable::default(),
-            )
+            .queue_declare(self.config.dead_letter_queue().as_str().into(), passive, FieldTable::default())
             .await
             .map_err(|e| {
                 BrokerError::Protocol(format!("dead-letter queue {:?}: {e}", self.config.dead_letter_queue()))
@@ -40,10 +33,7 @@ impl AmqpDeadLetters {
 
     async fn next(&self, channel: &Channel) -> Result<Option<BasicGetMessage>, BrokerError> {
         channel
-            .basic_get(
-                self.config.dead_letter_queue().as_str().into(),
-                BasicGetOptions { no_ack: false },
-            )
+            .basic_get(self.config.dead_letter_queue().as_str().into(), BasicGetOptions { no_ack: false })
             .await
             .map_err(protocol_error)
     }
@@ -66,10 +56,7 @@ impl DeadLetterQueue for AmqpDeadLetters {
 
     async fn replay(&self, select: &(dyn for<'l> Fn(&'l DeadLetter) -> bool + Sync)) -> Result<usize, BrokerError> {
         let (connection, channel, count) = self.open().await?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(protocol_error)?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(protocol_error)?;
         let mut moved = 0;
         // Unselected messages stay unacked on this channel, so each message is seen once.
         for _ in 0..count {
@@ -84,11 +71,7 @@ impl DeadLetterQueue for AmqpDeadLetters {
             let properties = convert::without_expiration(&delivery.properties)
                 .with_headers(without_failure_history(delivery.properties.headers().as_ref()));
             publish_confirmed(&channel, &self.config.inbound_queue, &delivery.data, properties).await?;
-            delivery
-                .acker
-                .ack(BasicAckOptions::default())
-                .await
-                .map_err(|e| BrokerError::Closed(e.to_string()))?;
+            delivery.acker.ack(BasicAckOptions::default()).await.map_err(|e| BrokerError::Closed(e.to_string()))?;
             moved += 1;
         }
         let _ = connection.close(200, "replayed".into()).await;
@@ -98,10 +81,7 @@ impl DeadLetterQueue for AmqpDeadLetters {
     async fn purge(&self) -> Result<u32, BrokerError> {
         let (connection, channel, _) = self.open().await?;
         let purged = channel
-            .queue_purge(
-                self.config.dead_letter_queue().as_str().into(),
-                QueuePurgeOptions::default(),
-            )
+            .queue_purge(self.config.dead_letter_queue().as_str().into(), QueuePurgeOptions::default())
             .await
             .map_err(protocol_error)?;
         let _ = connection.close(200, "purged".into()).await;

@@ -35,21 +35,23 @@ struct SettleChannel {
 
 #[async_trait]
 impl InboundBroker for AmqpInbound {
+    fn system(&self) -> &'static str {
+        "rabbitmq"
+    }
+
+    fn destination(&self) -> &str {
+        &self.topology.inbound
+    }
+
     async fn subscribe(&self, prefetch: u16) -> Result<Subscription, BrokerError> {
         let connection = connect(&self.config, "consumer").await?;
         let channel = connection.create_channel().await.map_err(protocol_error)?;
         self.topology.declare(&channel).await?;
-        channel
-            .basic_qos(prefetch, BasicQosOptions::default())
-            .await
-            .map_err(protocol_error)?;
+        channel.basic_qos(prefetch, BasicQosOptions::default()).await.map_err(protocol_error)?;
         // A separate channel for republishing: confirm mode applies to a whole channel, and the
         // consuming channel's flow must not wait on confirms.
         let settle_channel = connection.create_channel().await.map_err(protocol_error)?;
-        settle_channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(protocol_error)?;
+        settle_channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(protocol_error)?;
         let consumer = channel
             .basic_consume(
                 self.topology.inbound.as_str().into(),
@@ -60,10 +62,7 @@ impl InboundBroker for AmqpInbound {
             .await
             .map_err(protocol_error)?;
         let consumer_tag = consumer.tag();
-        let settle = Arc::new(SettleChannel {
-            channel: settle_channel,
-            topology: self.topology.clone(),
-        });
+        let settle = Arc::new(SettleChannel { channel: settle_channel, topology: self.topology.clone() });
         let deliveries = consumer
             .map(move |delivery| {
                 let delivery = delivery.map_err(|e| BrokerError::Closed(e.to_string()))?;
@@ -79,14 +78,7 @@ impl InboundBroker for AmqpInbound {
                 })
             })
             .boxed();
-        Ok(Subscription {
-            deliveries,
-            control: Box::new(AmqpSubscription {
-                connection,
-                channel,
-                consumer_tag,
-            }),
-        })
+        Ok(Subscription { deliveries, control: Box::new(AmqpSubscription { connection, channel, consumer_tag }) })
     }
 }
 
@@ -106,6 +98,9 @@ impl SubscriptionControl for AmqpSubscription {
     }
 
     async fn close(&self) {
+        // The consuming channel first, so lapin does not report it as broken by the closing
+        // connection.
+        let _ = self.channel.close(200, "consumer stopping".into()).await;
         let _ = self.connection.close(200, "consumer stopping".into()).await;
     }
 }
@@ -143,13 +138,7 @@ impl Settle for AmqpSettle {
         if moved.is_err() {
             // The broker would not take the copy: hand the original back instead, so it is
             // neither lost nor held.
-            let _ = self
-                .acker
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    ..Default::default()
-                })
-                .await;
+            let _ = self.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
         }
         moved
     }
@@ -171,9 +160,7 @@ impl Settle for AmqpSettle {
 async fn ack(acker: &Acker) -> Result<(), BrokerError> {
     match acker.ack(BasicAckOptions::default()).await {
         Ok(true) => Ok(()),
-        Ok(false) => Err(BrokerError::Closed(
-            "delivery was already settled or its channel is gone".into(),
-        )),
+        Ok(false) => Err(BrokerError::Closed("delivery was already settled or its channel is gone".into())),
         Err(e) => Err(BrokerError::Closed(e.to_string())),
     }
 }

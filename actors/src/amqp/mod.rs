@@ -16,12 +16,14 @@ mod convert;
 mod dead_letters;
 mod inbound;
 mod outbound;
+mod probe;
 mod topology;
 
 pub use config::{AmqpConfig, QueueType};
 pub use dead_letters::AmqpDeadLetters;
 pub use inbound::AmqpInbound;
 pub use outbound::AmqpOutbound;
+pub use probe::queue_depths;
 pub use topology::Topology;
 
 use crate::messaging::BrokerError;

@@ -19,14 +19,15 @@ impl AmqpOutbound {
 
 #[async_trait]
 impl OutboundBroker for AmqpOutbound {
+    fn system(&self) -> &'static str {
+        "rabbitmq"
+    }
+
     async fn open(&self) -> Result<Arc<dyn Outbox>, BrokerError> {
         let connection = connect(&self.config, "publisher").await?;
         let channel = connection.create_channel().await.map_err(protocol_error)?;
         self.topology.declare(&channel).await?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(protocol_error)?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(protocol_error)?;
         Ok(Arc::new(AmqpOutbox { connection, channel }))
     }
 }
@@ -45,10 +46,7 @@ impl Outbox for AmqpOutbox {
             .with_message_id(message.message_id.into())
             .with_correlation_id(message.correlation_id.into())
             .with_timestamp(chrono::Utc::now().timestamp() as u64)
-            .with_headers(convert::merge_headers(
-                None,
-                message.headers.iter().map(|(k, v)| (k.as_str(), v.clone())),
-            ));
+            .with_headers(convert::merge_headers(None, message.headers.iter().map(|(k, v)| (k.as_str(), v.clone()))));
         publish_confirmed(&self.channel, &message.destination, &message.body, properties).await
     }
 
@@ -70,10 +68,7 @@ pub(super) async fn publish_confirmed(
     body: &[u8],
     properties: BasicProperties,
 ) -> Result<(), BrokerError> {
-    let options = BasicPublishOptions {
-        mandatory: true,
-        ..BasicPublishOptions::default()
-    };
+    let options = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };
     let confirm = channel
         .basic_publish("".into(), queue.into(), options, body, properties.with_delivery_mode(2))
         .await

@@ -52,11 +52,7 @@ impl Topology {
 
     /// The retry queue whose delay is the shortest one not below `delay` (or the longest).
     pub fn retry_queue_for(&self, delay: Duration) -> Option<&str> {
-        self.retry
-            .iter()
-            .find(|(d, _)| *d >= delay)
-            .or(self.retry.last())
-            .map(|(_, name)| name.as_str())
+        self.retry.iter().find(|(d, _)| *d >= delay).or(self.retry.last()).map(|(_, name)| name.as_str())
     }
 
     /// Declares every queue; declaring an existing queue with the same arguments is a no-op.
@@ -64,19 +60,13 @@ impl Topology {
         let mut inbound = self.arguments();
         dead_letter_to(&mut inbound, &self.dead_letter);
         if self.queue_type == QueueType::Quorum {
-            inbound.insert(
-                "x-delivery-limit".into(),
-                AMQPValue::LongLongInt(self.delivery_limit.into()),
-            );
+            inbound.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(self.delivery_limit.into()));
         }
         declare(channel, &self.inbound, inbound).await?;
 
         let mut dead_letter = self.arguments();
         if self.queue_type == QueueType::Quorum {
-            dead_letter.insert(
-                "x-delivery-limit".into(),
-                AMQPValue::LongLongInt(DEAD_LETTER_DELIVERY_LIMIT),
-            );
+            dead_letter.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(DEAD_LETTER_DELIVERY_LIMIT));
         }
         declare(channel, &self.dead_letter, dead_letter).await?;
 
@@ -115,20 +105,13 @@ fn text(value: &str) -> AMQPValue {
 }
 
 async fn declare(channel: &Channel, name: &str, arguments: FieldTable) -> Result<(), BrokerError> {
-    let options = QueueDeclareOptions {
-        durable: true,
-        ..QueueDeclareOptions::default()
-    };
-    channel
-        .queue_declare(name.into(), options, arguments)
-        .await
-        .map(drop)
-        .map_err(|e| match protocol_error(e) {
-            BrokerError::Protocol(text) if text.contains("PRECONDITION_FAILED") => BrokerError::Protocol(format!(
-                "queue {name:?} exists with other arguments ({text}); delete it or keep its settings"
-            )),
-            other => other,
-        })
+    let options = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
+    channel.queue_declare(name.into(), options, arguments).await.map(drop).map_err(|e| match protocol_error(e) {
+        BrokerError::Protocol(text) if text.contains("PRECONDITION_FAILED") => BrokerError::Protocol(format!(
+            "queue {name:?} exists with other arguments ({text}); delete it or keep its settings"
+        )),
+        other => other,
+    })
 }
 
 #[cfg(test)]
@@ -152,18 +135,9 @@ mod tests {
     #[test]
     fn a_delay_maps_to_the_nearest_tier_not_below_it() {
         let t = topology(&[1, 4, 16]);
-        assert_eq!(
-            t.retry_queue_for(Duration::from_millis(500)),
-            Some("OrderProcessed.retry.1s")
-        );
-        assert_eq!(
-            t.retry_queue_for(Duration::from_secs(4)),
-            Some("OrderProcessed.retry.4s")
-        );
-        assert_eq!(
-            t.retry_queue_for(Duration::from_secs(60)),
-            Some("OrderProcessed.retry.16s")
-        );
+        assert_eq!(t.retry_queue_for(Duration::from_millis(500)), Some("OrderProcessed.retry.1s"));
+        assert_eq!(t.retry_queue_for(Duration::from_secs(4)), Some("OrderProcessed.retry.4s"));
+        assert_eq!(t.retry_queue_for(Duration::from_secs(60)), Some("OrderProcessed.retry.16s"));
         assert_eq!(topology(&[]).retry_queue_for(Duration::from_secs(1)), None);
     }
 }

@@ -1,6 +1,8 @@
-use super::{ConsumerConfig, handle_delivery};
+use super::ConsumerConfig;
+use super::delivery::DeliveryHandler;
 use crate::health::Health;
 use crate::messaging::{BrokerError, Delivery, InboundBroker, SubscriptionControl};
+use crate::metrics::{Actor as ActorName, ActorMetrics, Metrics};
 use crate::pipeline::Stages;
 use crate::retry::until_ok;
 use actix::prelude::*;
@@ -28,29 +30,51 @@ pub struct DrainReport {
 /// closed channel), and the supervisor restarts it to subscribe again.
 pub struct Consumer {
     broker: Arc<dyn InboundBroker>,
-    stages: Stages,
     config: ConsumerConfig,
     health: Health,
+    handler: Arc<DeliveryHandler>,
     subscription: Option<Arc<dyn SubscriptionControl>>,
     in_flight: watch::Sender<usize>,
     draining: bool,
+    subscribed_before: bool,
 }
 
 impl Consumer {
-    pub fn new(broker: Arc<dyn InboundBroker>, stages: Stages, config: ConsumerConfig, health: Health) -> Self {
+    pub fn new(
+        broker: Arc<dyn InboundBroker>,
+        stages: Stages,
+        config: ConsumerConfig,
+        health: Health,
+        metrics: &Metrics,
+    ) -> Self {
+        let handler = Arc::new(DeliveryHandler {
+            stages,
+            policy: config.redelivery.clone(),
+            metrics: metrics.actor(ActorName::Consumer),
+            system: broker.system(),
+            destination: broker.destination().to_owned(),
+        });
+        metrics.prefetch_limit(config.prefetch);
+        metrics.consumer_attached(false);
         Self {
             broker,
-            stages,
             config,
             health,
+            handler,
             subscription: None,
             in_flight: watch::Sender::new(0),
             draining: false,
+            subscribed_before: false,
         }
+    }
+
+    fn metrics(&self) -> &ActorMetrics {
+        &self.handler.metrics
     }
 
     fn detach(&mut self) {
         self.health.set_consumer_attached(false);
+        self.metrics().all().consumer_attached(false);
         if let Some(subscription) = self.subscription.take() {
             actix::spawn(async move { subscription.close().await });
         }
@@ -75,8 +99,12 @@ impl Actor for Consumer {
                 return;
             }
             tracing::info!(actor = "consumer", prefetch = act.config.prefetch, "consuming");
+            if std::mem::replace(&mut act.subscribed_before, true) {
+                act.metrics().reconnected();
+            }
             act.subscription = Some(control);
             act.health.set_consumer_attached(true);
+            act.metrics().all().consumer_attached(true);
             ctx.add_stream(subscription.deliveries);
         }));
     }
@@ -89,6 +117,7 @@ impl Actor for Consumer {
 impl Supervised for Consumer {
     fn restarting(&mut self, _: &mut Self::Context) {
         tracing::warn!(actor = "consumer", "restarting");
+        self.metrics().restarted();
         self.detach();
         // The in-flight futures were dropped with the old context.
         self.in_flight.send_replace(0);
@@ -106,12 +135,8 @@ impl StreamHandler<Result<Delivery, BrokerError>> for Consumer {
             }
         };
         self.in_flight.send_modify(|n| *n += 1);
-        let handling = handle_delivery(self.stages.clone(), self.config.redelivery.clone(), delivery);
-        ctx.spawn(
-            handling
-                .into_actor(self)
-                .map(|_, act, _| act.in_flight.send_modify(|n| *n -= 1)),
-        );
+        let handling = self.handler.clone().handle(delivery);
+        ctx.spawn(handling.into_actor(self).map(|_, act, _| act.in_flight.send_modify(|n| *n -= 1)));
     }
 
     fn finished(&mut self, ctx: &mut Self::Context) {

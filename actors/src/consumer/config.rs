@@ -18,11 +18,7 @@ pub struct ConsumerConfig {
 
 impl Default for ConsumerConfig {
     fn default() -> Self {
-        Self {
-            prefetch: 64,
-            redelivery: RedeliveryPolicy::default(),
-            drain_timeout: Duration::from_secs(20),
-        }
+        Self { prefetch: 64, redelivery: RedeliveryPolicy::default(), drain_timeout: Duration::from_secs(20) }
     }
 }
 
@@ -39,10 +35,7 @@ pub struct RedeliveryPolicy {
 
 impl Default for RedeliveryPolicy {
     fn default() -> Self {
-        Self {
-            max_attempts: 5,
-            delays: [1, 4, 16, 60].map(Duration::from_secs).to_vec(),
-        }
+        Self { max_attempts: 5, delays: [1, 4, 16, 60].map(Duration::from_secs).to_vec() }
     }
 }
 
@@ -103,10 +96,7 @@ mod tests {
 
     #[test]
     fn delays_grow_then_repeat_the_last() {
-        let policy = RedeliveryPolicy {
-            max_attempts: 9,
-            delays: parse_delays("1s, 4s,16s").unwrap(),
-        };
+        let policy = RedeliveryPolicy { max_attempts: 9, delays: parse_delays("1s, 4s,16s").unwrap() };
         let delays: Vec<_> = (1..=5).map(|n| policy.delay_after(n).as_secs()).collect();
         assert_eq!(delays, [1, 4, 16, 16, 16]);
     }

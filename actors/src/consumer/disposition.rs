@@ -62,15 +62,9 @@ pub fn decide(
         Outcome::Failed(failure) => {
             let retry = record("transient", None, failure.to_string());
             if retry.attempts >= policy.max_attempts {
-                Disposition::DeadLetter(FailureRecord {
-                    dead_letter_reason: Some("retries-exhausted"),
-                    ..retry
-                })
+                Disposition::DeadLetter(FailureRecord { dead_letter_reason: Some("retries-exhausted"), ..retry })
             } else {
-                Disposition::RetryLater {
-                    delay: policy.delay_after(retry.attempts),
-                    failure: retry,
-                }
+                Disposition::RetryLater { delay: policy.delay_after(retry.attempts), failure: retry }
             }
         }
     }
@@ -97,35 +91,19 @@ mod tests {
     }
 
     fn failed(transient: bool) -> Outcome {
-        Outcome::Failed(StageFailure {
-            stage: Stage::Persist,
-            transient,
-            error: "boom".into(),
-        })
+        Outcome::Failed(StageFailure { stage: Stage::Persist, transient, error: "boom".into() })
     }
 
     fn policy() -> RedeliveryPolicy {
-        RedeliveryPolicy {
-            max_attempts: 3,
-            delays: vec![Duration::from_secs(1), Duration::from_secs(4)],
-        }
+        RedeliveryPolicy { max_attempts: 3, delays: vec![Duration::from_secs(1), Duration::from_secs(4)] }
     }
 
     #[test]
     fn only_a_processed_delivery_is_acked() {
-        let processed = Outcome::Processed(Persisted {
-            order_id: OrderId(1),
-            created: false,
-        });
-        assert_eq!(
-            decide(&processed, &InboundMessage::default(), &policy(), now()),
-            Disposition::Ack
-        );
+        let processed = Outcome::Processed(Persisted { order_id: OrderId(1), created: false });
+        assert_eq!(decide(&processed, &InboundMessage::default(), &policy(), now()), Disposition::Ack);
         for outcome in [failed(true), failed(false)] {
-            assert_ne!(
-                decide(&outcome, &InboundMessage::default(), &policy(), now()),
-                Disposition::Ack
-            );
+            assert_ne!(decide(&outcome, &InboundMessage::default(), &policy(), now()), Disposition::Ack);
         }
     }
 
@@ -133,10 +111,7 @@ mod tests {
     fn an_invalid_message_is_dead_lettered_with_its_reason() {
         let invalid = Outcome::Invalid(Rejected {
             correlation_id: None,
-            reason: InvalidOrder::Field {
-                field: "currency".into(),
-                rule: "must be three upper-case letters".into(),
-            },
+            reason: InvalidOrder::Field { field: "currency".into(), rule: "must be three upper-case letters".into() },
         });
         let Disposition::DeadLetter(record) = decide(&invalid, &InboundMessage::default(), &policy(), now()) else {
             panic!("must be dead-lettered")
@@ -159,36 +134,14 @@ mod tests {
     #[test]
     fn a_transient_failure_is_retried_with_growing_delay_then_dead_lettered() {
         let first = "2026-11-24T09:00:00+00:00";
-        let decision = |attempts| {
-            decide(
-                &failed(true),
-                &message_with_attempts(attempts, Some(first)),
-                &policy(),
-                now(),
-            )
-        };
-        let Disposition::RetryLater { delay, failure } = decision(0) else {
-            panic!("first failure is retried")
-        };
-        assert_eq!(
-            (delay, failure.attempts, failure.dead_letter_reason),
-            (Duration::from_secs(1), 1, None)
-        );
-        assert_eq!(
-            failure.first_failure.to_rfc3339(),
-            first,
-            "the first failure time is kept"
-        );
-        let Disposition::RetryLater { delay, .. } = decision(1) else {
-            panic!("second failure is retried")
-        };
+        let decision =
+            |attempts| decide(&failed(true), &message_with_attempts(attempts, Some(first)), &policy(), now());
+        let Disposition::RetryLater { delay, failure } = decision(0) else { panic!("first failure is retried") };
+        assert_eq!((delay, failure.attempts, failure.dead_letter_reason), (Duration::from_secs(1), 1, None));
+        assert_eq!(failure.first_failure.to_rfc3339(), first, "the first failure time is kept");
+        let Disposition::RetryLater { delay, .. } = decision(1) else { panic!("second failure is retried") };
         assert_eq!(delay, Duration::from_secs(4));
-        let Disposition::DeadLetter(record) = decision(2) else {
-            panic!("third failure is the last")
-        };
-        assert_eq!(
-            (record.attempts, record.dead_letter_reason),
-            (3, Some("retries-exhausted"))
-        );
+        let Disposition::DeadLetter(record) = decision(2) else { panic!("third failure is the last") };
+        assert_eq!((record.attempts, record.dead_letter_reason), (3, Some("retries-exhausted")));
     }
 }

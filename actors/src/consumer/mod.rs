@@ -14,5 +14,5 @@ mod disposition;
 
 pub use actor::{Consumer, Drain, DrainReport};
 pub use config::{ConsumerConfig, RedeliveryPolicy, format_delays, parse_delays};
-pub use delivery::handle_delivery;
+pub use delivery::DeliveryHandler;
 pub use disposition::{Disposition, Outcome, decide};

@@ -109,17 +109,10 @@ fn validate(message: OrderMessage, property_correlation_id: Option<&str>) -> Res
         return Err(field("currency", "must be three upper-case letters (ISO 4217)"));
     }
     if message.items.is_empty() || message.items.len() > MAX_ITEMS {
-        return Err(field(
-            "items",
-            format!("must hold 1 to {MAX_ITEMS} lines, has {}", message.items.len()),
-        ));
+        return Err(field("items", format!("must hold 1 to {MAX_ITEMS} lines, has {}", message.items.len())));
     }
-    let items = message
-        .items
-        .into_iter()
-        .enumerate()
-        .map(|(i, item)| validate_item(i, item))
-        .collect::<Result<Vec<_>, _>>()?;
+    let items =
+        message.items.into_iter().enumerate().map(|(i, item)| validate_item(i, item)).collect::<Result<Vec<_>, _>>()?;
     let accepted_at = message
         .accepted_at
         .map(|text| {
@@ -143,39 +136,26 @@ fn validate_item(index: usize, item: ItemMessage) -> Result<OrderLine, InvalidOr
     let name = |f: &str| format!("items[{index}].{f}");
     check_length(&name("sku"), &item.sku, MAX_ID_CHARS)?;
     if !(1..=MAX_QUANTITY).contains(&item.quantity) {
-        return Err(field(
-            name("quantity"),
-            format!("must be an integer from 1 to {MAX_QUANTITY}"),
-        ));
+        return Err(field(name("quantity"), format!("must be an integer from 1 to {MAX_QUANTITY}")));
     }
     let price = item.unit_price;
     if price.is_sign_negative() && !price.is_zero() {
         return Err(field(name("unitPrice"), "must not be negative"));
     }
     if price.scale() > MAX_PRICE_SCALE && price.normalize().scale() > MAX_PRICE_SCALE {
-        return Err(field(
-            name("unitPrice"),
-            format!("must have at most {MAX_PRICE_SCALE} decimal places"),
-        ));
+        return Err(field(name("unitPrice"), format!("must have at most {MAX_PRICE_SCALE} decimal places")));
     }
     if price > MAX_UNIT_PRICE {
         return Err(field(name("unitPrice"), format!("must be at most {MAX_UNIT_PRICE}")));
     }
-    Ok(OrderLine {
-        sku: item.sku,
-        quantity: item.quantity as u32,
-        unit_price: price.normalize(),
-    })
+    Ok(OrderLine { sku: item.sku, quantity: item.quantity as u32, unit_price: price.normalize() })
 }
 
 fn validate_identity(identity: IdentityMessage) -> Result<Identity, InvalidOrder> {
     if let Some(subject) = &identity.subject {
         check_length("identity.subject", subject, MAX_SUBJECT_CHARS)?;
     }
-    Ok(Identity {
-        subject: identity.subject,
-        claims: identity.claims.unwrap_or_default(),
-    })
+    Ok(Identity { subject: identity.subject, claims: identity.claims.unwrap_or_default() })
 }
 
 fn parse_uuid(name: &str, text: &str) -> Result<Uuid, InvalidOrder> {
@@ -191,10 +171,7 @@ fn check_length(name: &str, value: &str, max: usize) -> Result<(), InvalidOrder>
 }
 
 fn field(name: impl Into<String>, rule: impl Into<String>) -> InvalidOrder {
-    InvalidOrder::Field {
-        field: name.into(),
-        rule: rule.into(),
-    }
+    InvalidOrder::Field { field: name.into(), rule: rule.into() }
 }
 
 /// Echoing attacker-controlled text into logs and headers is bounded.
@@ -207,10 +184,7 @@ fn truncate(text: &str) -> String {
 fn claimed_correlation_id(body: &[u8]) -> Option<String> {
     let value: serde_json::Value = serde_json::from_slice(body).ok()?;
     let object = value.as_object()?;
-    ["correlationId", "CorrelationId"]
-        .iter()
-        .find_map(|key| object.get(*key)?.as_str())
-        .map(truncate)
+    ["correlationId", "CorrelationId"].iter().find_map(|key| object.get(*key)?.as_str()).map(truncate)
 }
 
 #[cfg(test)]
@@ -303,10 +277,7 @@ mod tests {
     fn correlation_id_property_must_match_the_body() {
         let body = valid().to_string();
         assert!(decode(body.as_bytes(), Some(CID)).is_ok());
-        assert!(
-            decode(body.as_bytes(), Some(&CID.to_uppercase())).is_ok(),
-            "same UUID, other spelling"
-        );
+        assert!(decode(body.as_bytes(), Some(&CID.to_uppercase())).is_ok(), "same UUID, other spelling");
         let rejected = decode(body.as_bytes(), Some("1d4c1c1e-7b0a-4c8e-9f41-2f0a3d3f5b11")).unwrap_err();
         assert!(matches!(rejected.reason, InvalidOrder::CorrelationIdMismatch { .. }));
         assert_eq!(rejected.correlation_id.as_deref(), Some(CID));
@@ -315,10 +286,7 @@ mod tests {
     #[test]
     fn customer_id_is_1_to_64_characters() {
         assert!(decode_value(&with(&["customerId"], json!("é".repeat(64)))).is_ok());
-        assert_eq!(
-            reason(&with(&["customerId"], json!(""))),
-            "customerId must be 1 to 64 characters, has 0"
-        );
+        assert_eq!(reason(&with(&["customerId"], json!(""))), "customerId must be 1 to 64 characters, has 0");
         assert_eq!(
             reason(&with(&["customerId"], json!("x".repeat(65)))),
             "customerId must be 1 to 64 characters, has 65"
@@ -328,10 +296,7 @@ mod tests {
     #[test]
     fn currency_is_three_upper_case_letters() {
         for bad in ["eur", "EURO", "EU", "E1R", "ÉUR"] {
-            assert!(
-                reason(&with(&["currency"], json!(bad))).starts_with("currency must be three"),
-                "{bad}"
-            );
+            assert!(reason(&with(&["currency"], json!(bad))).starts_with("currency must be three"), "{bad}");
         }
     }
 
@@ -339,23 +304,14 @@ mod tests {
     fn items_hold_1_to_100_lines() {
         let line = json!({"sku": "S", "quantity": 1, "unitPrice": 1});
         assert!(decode_value(&with(&["items"], json!(vec![line.clone(); 100]))).is_ok());
-        assert_eq!(
-            reason(&with(&["items"], json!([]))),
-            "items must hold 1 to 100 lines, has 0"
-        );
-        assert_eq!(
-            reason(&with(&["items"], json!(vec![line; 101]))),
-            "items must hold 1 to 100 lines, has 101"
-        );
+        assert_eq!(reason(&with(&["items"], json!([]))), "items must hold 1 to 100 lines, has 0");
+        assert_eq!(reason(&with(&["items"], json!(vec![line; 101]))), "items must hold 1 to 100 lines, has 101");
     }
 
     #[test]
     fn sku_is_1_to_64_characters() {
         assert!(decode_value(&with(&["items", "0", "sku"], json!("s".repeat(64)))).is_ok());
-        assert_eq!(
-            reason(&with(&["items", "0", "sku"], json!(""))),
-            "items[0].sku must be 1 to 64 characters, has 0"
-        );
+        assert_eq!(reason(&with(&["items", "0", "sku"], json!(""))), "items[0].sku must be 1 to 64 characters, has 0");
         assert!(reason(&with(&["items", "0", "sku"], json!("s".repeat(65)))).starts_with("items[0].sku must be"));
     }
 
@@ -380,10 +336,7 @@ mod tests {
         assert!(price("0").is_ok());
         assert!(price("0.0001").is_ok());
         assert!(price("1.50000").is_ok(), "trailing zeros are not places");
-        assert_eq!(
-            price("-0.01").unwrap_err().reason.to_string(),
-            "items[0].unitPrice must not be negative"
-        );
+        assert_eq!(price("-0.01").unwrap_err().reason.to_string(), "items[0].unitPrice must not be negative");
         assert_eq!(
             price("0.00001").unwrap_err().reason.to_string(),
             "items[0].unitPrice must have at most 4 decimal places"
@@ -412,10 +365,7 @@ mod tests {
     fn body_is_at_most_64_kib() {
         let mut v = valid();
         v["padding"] = json!("x".repeat(MAX_BODY_BYTES));
-        assert_eq!(
-            decode_value(&v).unwrap_err().reason,
-            InvalidOrder::TooLarge(v.to_string().len())
-        );
+        assert_eq!(decode_value(&v).unwrap_err().reason, InvalidOrder::TooLarge(v.to_string().len()));
     }
 
     #[test]
@@ -423,16 +373,8 @@ mod tests {
         let mut v = valid();
         v.as_object_mut().unwrap().remove("customerId");
         let rejected = decode_value(&v).unwrap_err();
-        assert!(
-            rejected.reason.to_string().contains("missing field `customerId`"),
-            "{}",
-            rejected.reason
-        );
-        assert_eq!(
-            rejected.correlation_id.as_deref(),
-            Some(CID),
-            "the claimed id is kept for the log"
-        );
+        assert!(rejected.reason.to_string().contains("missing field `customerId`"), "{}", rejected.reason);
+        assert_eq!(rejected.correlation_id.as_deref(), Some(CID), "the claimed id is kept for the log");
         let rejected = decode(b"{not json", Some("prop-id")).unwrap_err();
         assert!(matches!(rejected.reason, InvalidOrder::Malformed(_)));
         assert_eq!(rejected.correlation_id.as_deref(), Some("prop-id"));

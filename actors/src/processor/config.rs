@@ -20,10 +20,7 @@ impl Default for ProcessorConfig {
         Self {
             database_url: SecretUrl::new("postgres://postgres@127.0.0.1:5432/postgres"),
             max_connections: 10,
-            retry: RetryPolicy {
-                timeout: Duration::from_secs(5),
-                ..RetryPolicy::default()
-            },
+            retry: RetryPolicy { timeout: Duration::from_secs(5), ..RetryPolicy::default() },
         }
     }
 }

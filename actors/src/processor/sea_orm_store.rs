@@ -45,13 +45,8 @@ impl SeaOrmOrderStore {
         let persisted = match inserted {
             TryInsertResult::Inserted(result) => {
                 let order_id = result.last_insert_id;
-                order_items::Entity::insert_many(item_rows(order_id, order))
-                    .exec_without_returning(&txn)
-                    .await?;
-                Persisted {
-                    order_id: OrderId(order_id),
-                    created: true,
-                }
+                order_items::Entity::insert_many(item_rows(order_id, order)).exec_without_returning(&txn).await?;
+                Persisted { order_id: OrderId(order_id), created: true }
             }
             TryInsertResult::Conflicted | TryInsertResult::Empty => {
                 let order_id: i64 = orders::Entity::find()
@@ -62,10 +57,7 @@ impl SeaOrmOrderStore {
                     .one(&txn)
                     .await?
                     .ok_or_else(|| DbErr::RecordNotFound(format!("order {correlation_id} vanished")))?;
-                Persisted {
-                    order_id: OrderId(order_id),
-                    created: false,
-                }
+                Persisted { order_id: OrderId(order_id), created: false }
             }
         };
         txn.commit().await?;
@@ -88,10 +80,7 @@ fn order_row(order: &ValidOrder) -> orders::ActiveModel {
         currency: Set(order.currency.clone()),
         total: Set(order.total()),
         identity_subject: Set(order.identity.as_ref().and_then(|i| i.subject.clone())),
-        identity_claims: Set(order
-            .identity
-            .as_ref()
-            .map(|i| serde_json::Value::Object(i.claims.clone()))),
+        identity_claims: Set(order.identity.as_ref().map(|i| serde_json::Value::Object(i.claims.clone()))),
         accepted_at: Set(order.accepted_at),
         created_at: NotSet,
     }
@@ -124,9 +113,7 @@ pub fn classify(error: DbErr) -> OrderStoreError {
     };
     let transient = match sqlx_error {
         sqlx::Error::Database(db) => match db.code() {
-            Some(code) => ["08", "40", "53", "57", "58"]
-                .iter()
-                .any(|class| code.starts_with(class)),
+            Some(code) => ["08", "40", "53", "57", "58"].iter().any(|class| code.starts_with(class)),
             // SQLite reports no SQLSTATE; its only passing errors are busy/locked.
             None => db.message().contains("locked") || db.message().contains("busy"),
         },

@@ -1,5 +1,5 @@
 use crate::order::{OrderId, ValidOrder};
-use crate::retry::Transience;
+use crate::retry::Classify;
 use async_trait::async_trait;
 
 /// The system of record for orders.
@@ -28,8 +28,14 @@ pub enum OrderStoreError {
     Rejected(String),
 }
 
-impl Transience for OrderStoreError {
+impl Classify for OrderStoreError {
     fn is_transient(&self) -> bool {
         matches!(self, Self::Unavailable(_))
+    }
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Unavailable(_) => "unavailable",
+            Self::Rejected(_) => "rejected",
+        }
     }
 }

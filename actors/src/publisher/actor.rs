@@ -1,15 +1,21 @@
 use super::OrderProcessed;
 use crate::messaging::{BrokerError, OutboundBroker, Outbox};
+use crate::metrics::{Actor as ActorName, ActorMetrics, Metrics};
 use crate::retry::{Attempted, RetryPolicy, until_ok};
+use crate::trace_context;
 use actix::prelude::*;
 use std::sync::Arc;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 /// Publish the event for a stored order and wait for the broker's confirm.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<(), Attempted<BrokerError>>")]
 pub struct PublishOrderProcessed {
     pub event: OrderProcessed,
+    /// The delivery's span: the publish is traced as its child, and the event carries the
+    /// publish span's trace context to its consumers.
+    pub parent: tracing::Span,
 }
 
 /// Sent by a publish that found the channel closed: the actor stops, and its supervisor restarts
@@ -26,15 +32,19 @@ pub struct Publisher {
     destination: String,
     retry: RetryPolicy,
     outbox: watch::Sender<Option<Arc<dyn Outbox>>>,
+    metrics: ActorMetrics,
+    opened_before: bool,
 }
 
 impl Publisher {
-    pub fn new(broker: Arc<dyn OutboundBroker>, destination: String, retry: RetryPolicy) -> Self {
+    pub fn new(broker: Arc<dyn OutboundBroker>, destination: String, retry: RetryPolicy, metrics: &Metrics) -> Self {
         Self {
             broker,
             destination,
             retry,
             outbox: watch::Sender::new(None),
+            metrics: metrics.actor(ActorName::Publisher),
+            opened_before: false,
         }
     }
 }
@@ -47,6 +57,9 @@ impl Actor for Publisher {
         let opening = async move { until_ok("open the publisher channel", || broker.open()).await };
         ctx.spawn(opening.into_actor(self).map(|outbox, act, _| {
             tracing::info!(actor = "publisher", "channel open");
+            if std::mem::replace(&mut act.opened_before, true) {
+                act.metrics.reconnected();
+            }
             act.outbox.send_replace(Some(outbox));
         }));
     }
@@ -59,6 +72,7 @@ impl Actor for Publisher {
 impl Supervised for Publisher {
     fn restarting(&mut self, _: &mut Self::Context) {
         tracing::warn!(actor = "publisher", "restarting");
+        self.metrics.restarted();
         close(self.outbox.send_replace(None));
     }
 }
@@ -75,6 +89,7 @@ impl Handler<OutboxLost> for Publisher {
     fn handle(&mut self, _: OutboxLost, ctx: &mut Self::Context) {
         // Several publishes may report the same loss; only a channel that is still broken counts.
         if self.outbox.borrow().as_ref().is_some_and(|outbox| !outbox.is_open()) {
+            tracing::warn!(actor = "publisher", "channel lost; restarting to open a new one");
             ctx.stop();
         }
     }
@@ -84,29 +99,39 @@ impl Handler<PublishOrderProcessed> for Publisher {
     type Result = ResponseFuture<Result<(), Attempted<BrokerError>>>;
 
     fn handle(&mut self, msg: PublishOrderProcessed, ctx: &mut Self::Context) -> Self::Result {
-        let message = msg.event.to_message(&self.destination);
-        let outbox = self.outbox.subscribe();
-        let me = ctx.address();
-        let retry = self.retry;
-        Box::pin(async move {
-            retry
-                .run(|| {
-                    let (mut outbox, message, me) = (outbox.clone(), message.clone(), me.clone());
-                    async move {
-                        let current = outbox
-                            .wait_for(Option::is_some)
-                            .await
-                            .map_err(|_| BrokerError::Closed("publisher stopped".into()))?
-                            .clone()
-                            .expect("waited for Some");
-                        let published = current.publish(message).await;
-                        if published.is_err() && !current.is_open() {
-                            me.do_send(OutboxLost);
-                        }
-                        published
+        let mut message = msg.event.to_message(&self.destination);
+        let span = tracing::info_span!(
+            parent: &msg.parent,
+            "publish",
+            otel.name = %format_args!("publish {}", self.destination),
+            otel.kind = "producer",
+            messaging.system = self.broker.system(),
+            messaging.destination.name = %self.destination,
+            messaging.operation = "publish",
+            messaging.message.id = %message.message_id,
+            messaging.message.conversation_id = %message.correlation_id,
+        );
+        trace_context::inject(&span, &mut message.headers);
+        let (outbox, me, retry, metrics) = (self.outbox.subscribe(), ctx.address(), self.retry, self.metrics.clone());
+        let publishing = async move {
+            let publish = || {
+                let (mut outbox, message, me) = (outbox.clone(), message.clone(), me.clone());
+                metrics.attempt(async move {
+                    let current = outbox
+                        .wait_for(Option::is_some)
+                        .await
+                        .map_err(|_| BrokerError::Closed("publisher stopped".into()))?
+                        .clone()
+                        .expect("waited for Some");
+                    let published = current.publish(message).await;
+                    if published.is_err() && !current.is_open() {
+                        me.do_send(OutboxLost);
                     }
+                    published
                 })
-                .await
-        })
+            };
+            metrics.handle(retry.run(publish)).await
+        };
+        Box::pin(publishing.instrument(span))
     }
 }

@@ -33,10 +33,7 @@ impl OrderProcessed {
 
 /// The same for every event about one order, so consumers can de-duplicate redeliveries.
 pub fn event_message_id(correlation_id: CorrelationId) -> Uuid {
-    Uuid::new_v5(
-        &EVENT_ID_NAMESPACE,
-        format!("{}/{correlation_id}", OrderProcessed::TYPE).as_bytes(),
-    )
+    Uuid::new_v5(&EVENT_ID_NAMESPACE, format!("{}/{correlation_id}", OrderProcessed::TYPE).as_bytes())
 }
 
 #[cfg(test)]
@@ -46,20 +43,10 @@ mod tests {
     #[test]
     fn the_event_has_the_contracted_shape() {
         let cid = CorrelationId::new("7d4c1c1e-7b0a-4c8e-9f41-2f0a3d3f5b11".parse().unwrap());
-        let message = OrderProcessed {
-            correlation_id: cid,
-            order_id: OrderId(123),
-        }
-        .to_message("OrdersProcessed");
+        let message = OrderProcessed { correlation_id: cid, order_id: OrderId(123) }.to_message("OrdersProcessed");
         let body: serde_json::Value = serde_json::from_slice(&message.body).unwrap();
-        assert_eq!(
-            body,
-            serde_json::json!({"correlationId": cid.to_string(), "orderId": 123})
-        );
-        assert_eq!(
-            (message.content_type, message.message_type),
-            ("application/json", "OrderProcessed")
-        );
+        assert_eq!(body, serde_json::json!({"correlationId": cid.to_string(), "orderId": 123}));
+        assert_eq!((message.content_type, message.message_type), ("application/json", "OrderProcessed"));
         assert_eq!(message.correlation_id, cid.to_string());
         assert_eq!(message.destination, "OrdersProcessed");
     }

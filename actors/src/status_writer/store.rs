@@ -1,5 +1,5 @@
 use crate::order::CorrelationId;
-use crate::retry::Transience;
+use crate::retry::Classify;
 use crate::status::OrderStatus;
 use async_trait::async_trait;
 
@@ -19,10 +19,16 @@ pub enum StatusStoreError {
     Corrupt(String),
 }
 
-impl Transience for StatusStoreError {
+impl Classify for StatusStoreError {
     fn is_transient(&self) -> bool {
         // A corrupt value is overwritten by the next write that may replace it, so trying
         // again later is right for both.
         true
+    }
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Unavailable(_) => "unavailable",
+            Self::Corrupt(_) => "corrupt",
+        }
     }
 }

@@ -15,11 +15,7 @@ pub struct Model {
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
 pub enum Relation {
-    #[sea_orm(
-        belongs_to = "super::orders::Entity",
-        from = "Column::OrderId",
-        to = "super::orders::Column::OrderId"
-    )]
+    #[sea_orm(belongs_to = "super::orders::Entity", from = "Column::OrderId", to = "super::orders::Column::OrderId")]
     Order,
 }
 
