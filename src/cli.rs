@@ -139,6 +139,15 @@ pub struct RunArgs {
     #[arg(long, env = "ORDER_PROCESS_PREFETCH", hide_env_values = true, default_value_t = ConsumerConfig::default().prefetch, value_parser = clap::value_parser!(u16).range(1..))]
     pub prefetch: u16,
 
+    /// Most deliveries processed together (one status write, one transaction, one round of
+    /// publishes).
+    #[arg(long, env = "ORDER_PROCESS_BATCH_SIZE", hide_env_values = true, default_value_t = ConsumerConfig::default().batch_size, value_parser = clap::value_parser!(u16).range(1..))]
+    pub batch_size: u16,
+
+    /// How long a batch waits for more deliveries after its first one.
+    #[arg(long, env = "ORDER_PROCESS_BATCH_LINGER", hide_env_values = true, default_value_t = format_duration(ConsumerConfig::default().batch_linger), value_parser = parse_duration_text)]
+    pub batch_linger: String,
+
     /// Failed attempts after which a message is dead-lettered.
     #[arg(long, env = "ORDER_PROCESS_MAX_ATTEMPTS", hide_env_values = true, default_value_t = RedeliveryPolicy::default().max_attempts, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_attempts: u32,
@@ -210,6 +219,8 @@ impl RunArgs {
         };
         let consumer = ConsumerConfig {
             prefetch: self.prefetch,
+            batch_size: self.batch_size,
+            batch_linger: parse_duration(&self.batch_linger).expect("validated by clap"),
             redelivery: RedeliveryPolicy {
                 max_attempts: self.max_attempts,
                 delays: actors::consumer::parse_delays(&self.retry_delays).expect("validated by clap"),
@@ -303,6 +314,10 @@ fn parse_queue_name(text: &str) -> Result<String, String> {
 
 fn parse_delays(text: &str) -> Result<String, String> {
     actors::consumer::parse_delays(text).map(|_| text.to_owned())
+}
+
+fn parse_duration_text(text: &str) -> Result<String, String> {
+    parse_duration(text).map(|_| text.to_owned())
 }
 
 fn parse_positive_duration(text: &str) -> Result<String, String> {

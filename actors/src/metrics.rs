@@ -198,24 +198,32 @@ pub struct ActorMetrics {
 }
 
 impl ActorMetrics {
-    /// Counts one message, its time, its failure (by kind) and keeps the in-flight gauge, also
-    /// when the handling is dropped half-way.
-    pub async fn handle<T, E: Classify>(&self, handling: impl Future<Output = Result<T, E>>) -> Result<T, E> {
-        let m = &self.metrics.0;
+    /// Counts a request of `items` orders (or status changes, or events), its time, its failure
+    /// (by kind), and keeps the in-flight gauge right, also when the handling is dropped half-way.
+    pub async fn handle<T, E: Classify>(
+        &self,
+        items: usize,
+        handling: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
         let started = Instant::now();
-        let _in_flight = InFlight::enter(self);
+        let _in_flight = InFlight::enter(self, items);
         let result = handling.await;
-        m.actor_messages.add(1, &self.labels);
-        m.actor_duration.record(started.elapsed().as_secs_f64(), &self.labels);
+        self.handled(items, started);
         if let Err(error) = &result {
-            self.failed(error.kind());
+            self.failed(error.kind(), items);
         }
         result
     }
 
-    pub fn failed(&self, kind: &'static str) {
+    /// Counts `items` handled in one request that took since `started`.
+    pub fn handled(&self, items: usize, started: Instant) {
+        self.metrics.0.actor_messages.add(items as u64, &self.labels);
+        self.metrics.0.actor_duration.record(started.elapsed().as_secs_f64(), &self.labels);
+    }
+
+    pub fn failed(&self, kind: &'static str, items: usize) {
         let labels = [self.labels[0].clone(), KeyValue::new("error_kind", kind)];
-        self.metrics.0.actor_failures.add(1, &labels);
+        self.metrics.0.actor_failures.add(items as u64, &labels);
     }
 
     /// One failed call to the actor's dependency (counted per attempt, before any retry).
@@ -241,9 +249,9 @@ impl ActorMetrics {
         self.metrics.0.dependency_reconnects.add(1, &self.dependency);
     }
 
-    /// Marks one message in flight until the guard is dropped.
-    pub fn in_flight(&self) -> InFlight<'_> {
-        InFlight::enter(self)
+    /// Marks `items` in flight until the guard is dropped.
+    pub fn in_flight(&self, items: usize) -> InFlight<'_> {
+        InFlight::enter(self, items)
     }
 
     pub fn all(&self) -> &Metrics {
@@ -256,17 +264,17 @@ impl ActorMetrics {
 }
 
 /// Keeps the in-flight gauge right even when a handling future is dropped before it completes.
-pub struct InFlight<'a>(&'a ActorMetrics);
+pub struct InFlight<'a>(&'a ActorMetrics, i64);
 
 impl<'a> InFlight<'a> {
-    fn enter(metrics: &'a ActorMetrics) -> Self {
-        metrics.metrics.0.actor_in_flight.add(1, &metrics.labels);
-        Self(metrics)
+    fn enter(metrics: &'a ActorMetrics, items: usize) -> Self {
+        metrics.metrics.0.actor_in_flight.add(items as i64, &metrics.labels);
+        Self(metrics, items as i64)
     }
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0.metrics.0.actor_in_flight.add(-1, &self.0.labels);
+        self.0.metrics.0.actor_in_flight.add(-self.1, &self.0.labels);
     }
 }

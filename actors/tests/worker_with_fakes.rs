@@ -43,22 +43,22 @@ impl<T> Flaky<T> {
 
 #[async_trait]
 impl OrderStore for Flaky<MemoryOrderStore> {
-    async fn persist(&self, order: &ValidOrder) -> Result<Persisted, OrderStoreError> {
+    async fn persist_batch(&self, orders: &[Arc<ValidOrder>]) -> Result<Vec<Persisted>, OrderStoreError> {
         match (self.fail_now(), self.transient) {
             (true, true) => Err(OrderStoreError::Unavailable("connection reset".into())),
             (true, false) => Err(OrderStoreError::Rejected("check constraint violated".into())),
-            _ => self.inner.persist(order).await,
+            _ => self.inner.persist_batch(orders).await,
         }
     }
 }
 
 #[async_trait]
 impl StatusStore for Flaky<MemoryStatusStore> {
-    async fn advance(&self, id: CorrelationId, next: OrderStatus) -> Result<OrderStatus, StatusStoreError> {
+    async fn advance(&self, ids: &[CorrelationId], next: OrderStatus) -> Result<Vec<OrderStatus>, StatusStoreError> {
         if self.fail_now() {
             return Err(StatusStoreError::Unavailable("redis down".into()));
         }
-        self.inner.advance(id, next).await
+        self.inner.advance(ids, next).await
     }
 }
 

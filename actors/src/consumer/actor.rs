@@ -1,13 +1,13 @@
 use super::ConsumerConfig;
-use super::delivery::DeliveryHandler;
+use super::batch::BatchHandler;
 use crate::health::Health;
 use crate::messaging::{BrokerError, Delivery, InboundBroker, SubscriptionControl};
 use crate::metrics::{Actor as ActorName, ActorMetrics, Metrics};
-use crate::pipeline::Stages;
+use crate::pipeline::{Sequencer, Stages};
 use crate::retry::until_ok;
 use actix::prelude::*;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// Stop taking deliveries, let those in flight finish (up to `timeout`), then close the
@@ -24,16 +24,20 @@ pub struct DrainReport {
     pub abandoned: usize,
 }
 
-/// Owns the subscription. Each delivery runs as its own future on this actor's context, so up
-/// to `prefetch` deliveries are in flight at once; when the subscription breaks the actor stops,
-/// its in-flight futures are dropped with it (their deliveries return to the queue with the
-/// closed channel), and the supervisor restarts it to subscribe again.
+/// Owns the subscription. Deliveries are gathered into batches in the order they arrive; each
+/// batch runs as its own future on this actor's context, several at once within the prefetch
+/// limit. When the subscription breaks the actor stops, its in-flight futures are dropped with it
+/// (their deliveries return to the queue with the closed channel), and the supervisor restarts
+/// it to subscribe again.
 pub struct Consumer {
     broker: Arc<dyn InboundBroker>,
     config: ConsumerConfig,
     health: Health,
-    handler: Arc<DeliveryHandler>,
+    handler: Arc<BatchHandler>,
     subscription: Option<Arc<dyn SubscriptionControl>>,
+    /// The batch being gathered, and the timer that will start it.
+    gathering: Vec<(Delivery, Instant)>,
+    linger: Option<SpawnHandle>,
     in_flight: watch::Sender<usize>,
     draining: bool,
     subscribed_before: bool,
@@ -47,12 +51,13 @@ impl Consumer {
         health: Health,
         metrics: &Metrics,
     ) -> Self {
-        let handler = Arc::new(DeliveryHandler {
+        let handler = Arc::new(BatchHandler {
             stages,
             policy: config.redelivery.clone(),
             metrics: metrics.actor(ActorName::Consumer),
             system: broker.system(),
             destination: broker.destination().to_owned(),
+            sequencer: Sequencer::default(),
         });
         metrics.prefetch_limit(config.prefetch);
         metrics.consumer_attached(false);
@@ -62,6 +67,8 @@ impl Consumer {
             health,
             handler,
             subscription: None,
+            gathering: Vec::new(),
+            linger: None,
             in_flight: watch::Sender::new(0),
             draining: false,
             subscribed_before: false,
@@ -78,6 +85,21 @@ impl Consumer {
         if let Some(subscription) = self.subscription.take() {
             actix::spawn(async move { subscription.close().await });
         }
+    }
+
+    /// Starts the gathered batch.
+    fn start_batch(&mut self, ctx: &mut Context<Self>) {
+        if let Some(linger) = self.linger.take() {
+            ctx.cancel_future(linger);
+        }
+        if self.gathering.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.gathering);
+        let size = batch.len();
+        let turn = self.handler.sequencer.next_turn();
+        let handling = self.handler.clone().handle(batch, turn);
+        ctx.spawn(handling.into_actor(self).map(move |(), act, _| act.in_flight.send_modify(|n| *n -= size)));
     }
 }
 
@@ -98,7 +120,12 @@ impl Actor for Consumer {
                 actix::spawn(async move { control.close().await });
                 return;
             }
-            tracing::info!(actor = "consumer", prefetch = act.config.prefetch, "consuming");
+            tracing::info!(
+                actor = "consumer",
+                prefetch = act.config.prefetch,
+                batch_size = act.config.batch_size,
+                "consuming"
+            );
             if std::mem::replace(&mut act.subscribed_before, true) {
                 act.metrics().reconnected();
             }
@@ -119,7 +146,10 @@ impl Supervised for Consumer {
         tracing::warn!(actor = "consumer", "restarting");
         self.metrics().restarted();
         self.detach();
-        // The in-flight futures were dropped with the old context.
+        // The in-flight futures, and the batch being gathered, went with the old context; their
+        // deliveries return to the queue with the closed channel.
+        self.gathering.clear();
+        self.linger = None;
         self.in_flight.send_replace(0);
     }
 }
@@ -135,11 +165,19 @@ impl StreamHandler<Result<Delivery, BrokerError>> for Consumer {
             }
         };
         self.in_flight.send_modify(|n| *n += 1);
-        let handling = self.handler.clone().handle(delivery);
-        ctx.spawn(handling.into_actor(self).map(|_, act, _| act.in_flight.send_modify(|n| *n -= 1)));
+        self.gathering.push((delivery, Instant::now()));
+        if self.gathering.len() >= usize::from(self.config.batch_size) {
+            self.start_batch(ctx);
+        } else if self.linger.is_none() {
+            self.linger = Some(ctx.run_later(self.config.batch_linger, |act, ctx| {
+                act.linger = None;
+                act.start_batch(ctx);
+            }));
+        }
     }
 
     fn finished(&mut self, ctx: &mut Self::Context) {
+        self.start_batch(ctx);
         if !self.draining {
             tracing::warn!(actor = "consumer", "subscription ended; reconnecting");
             ctx.stop();
@@ -150,9 +188,10 @@ impl StreamHandler<Result<Delivery, BrokerError>> for Consumer {
 impl Handler<Drain> for Consumer {
     type Result = ResponseActFuture<Self, DrainReport>;
 
-    fn handle(&mut self, msg: Drain, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: Drain, ctx: &mut Self::Context) -> Self::Result {
         self.draining = true;
         self.health.start_draining();
+        self.start_batch(ctx);
         let subscription = self.subscription.clone();
         let mut in_flight = self.in_flight.subscribe();
         let draining = async move {

@@ -1,8 +1,9 @@
 //! Processor: owns the SeaORM connection pool and writes each order in one transaction.
 //!
-//! - [`PersistOrder`] is its message; the reply is the order's [`Persisted`] id, the same id for
-//!   every redelivery of the same CorrelationId (the unique constraint on `correlation_id` decides,
-//!   inside the transaction, whether this is a new order).
+//! - [`PersistOrders`] is its message: a batch written in one transaction (group commit); the
+//!   reply is each order's [`Persisted`] id, the same id for every redelivery of the same
+//!   CorrelationId (the unique constraint on `correlation_id` decides, inside the transaction,
+//!   whether an order is new), or its own error.
 //! - [`OrderStore`] is the port; [`SeaOrmOrderStore`] the adapter (PostgreSQL, and SQLite for the
 //!   embedded mode); tests use an in-memory store.
 
@@ -12,7 +13,7 @@ pub mod entity;
 mod sea_orm_store;
 mod store;
 
-pub use actor::{PersistOrder, Processor};
+pub use actor::{PersistOrders, PersistResult, Processor};
 pub use config::ProcessorConfig;
 pub use sea_orm_store::{SeaOrmOrderStore, connect};
 pub use store::{OrderStore, OrderStoreError, Persisted};

@@ -2,13 +2,17 @@ use super::entity::{order_items, orders};
 use super::{OrderStore, OrderStoreError, Persisted, ProcessorConfig};
 use crate::order::{OrderId, ValidOrder};
 use async_trait::async_trait;
+use sea_orm::sea_query::{ArrayType, Value};
 use sea_orm::sqlx;
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait, ConnectOptions, Database, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QuerySelect,
-    RuntimeErr, TransactionTrait, TryInsertResult,
+    ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, EntityTrait,
+    QueryFilter, QuerySelect, RuntimeErr, Statement, TransactionTrait, TryInsertResult,
 };
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
+use uuid::Uuid;
 
 /// Opens the pool lazily: the worker starts, and reports not-ready, while the database is down,
 /// instead of failing to start.
@@ -24,52 +28,157 @@ pub async fn connect(config: &ProcessorConfig) -> Result<DatabaseConnection, DbE
     Database::connect(options).await
 }
 
-/// [`OrderStore`] on SeaORM.
+/// [`OrderStore`] on SeaORM: one statement per batch on PostgreSQL, entity inserts in one
+/// transaction elsewhere (SQLite, for the embedded mode).
 #[derive(Clone)]
 pub struct SeaOrmOrderStore {
     db: DatabaseConnection,
 }
+
+/// The whole batch in one statement, hence one transaction and one round trip: the orders are
+/// inserted in input order (`ON CONFLICT (correlation_id) DO NOTHING`), the lines of the new ones
+/// after them, and every input row comes back with its new order id, or NULL when the order
+/// existed already.
+const INSERT_BATCH: &str = r"
+WITH input AS (
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::numeric[], $5::text[], $6::jsonb[], $7::timestamptz[])
+        WITH ORDINALITY AS t(correlation_id, customer_id, currency, total, identity_subject, identity_claims, accepted_at, ord)
+), inserted AS (
+    INSERT INTO orders (correlation_id, customer_id, currency, total, identity_subject, identity_claims, accepted_at)
+    SELECT correlation_id, customer_id, currency, total, identity_subject, identity_claims, accepted_at
+    FROM input ORDER BY ord
+    ON CONFLICT (correlation_id) DO NOTHING
+    RETURNING order_id, correlation_id
+), lines AS (
+    INSERT INTO order_items (order_id, line_number, sku, quantity, unit_price)
+    SELECT inserted.order_id, l.line_number, l.sku, l.quantity, l.unit_price
+    FROM unnest($8::bigint[], $9::int[], $10::text[], $11::int[], $12::numeric[])
+        AS l(ord, line_number, sku, quantity, unit_price)
+    JOIN input ON input.ord = l.ord
+    JOIN inserted ON inserted.correlation_id = input.correlation_id
+)
+SELECT inserted.order_id
+FROM input LEFT JOIN inserted ON inserted.correlation_id = input.correlation_id
+ORDER BY input.ord";
+
+/// Orders that existed already, read in a new statement: one committed by another replica while
+/// the batch statement ran is not in that statement's snapshot.
+const EXISTING: &str = "SELECT correlation_id, order_id FROM orders WHERE correlation_id = ANY($1)";
 
 impl SeaOrmOrderStore {
     pub fn new(db: DatabaseConnection) -> Self {
         Self { db }
     }
 
-    async fn persist_in_transaction(&self, order: &ValidOrder) -> Result<Persisted, DbErr> {
-        let txn = self.db.begin().await?;
-        let correlation_id = order.correlation_id.as_uuid();
-        let inserted = orders::Entity::insert(order_row(order))
-            .on_conflict_do_nothing_on([orders::Column::CorrelationId])
-            .exec(&txn)
+    async fn persist_postgres(&self, orders: &[Arc<ValidOrder>]) -> Result<Vec<Persisted>, DbErr> {
+        let rows = self
+            .db
+            .query_all_raw(Statement::from_sql_and_values(DbBackend::Postgres, INSERT_BATCH, batch_values(orders)))
             .await?;
-        let persisted = match inserted {
-            TryInsertResult::Inserted(result) => {
-                let order_id = result.last_insert_id;
-                order_items::Entity::insert_many(item_rows(order_id, order)).exec_without_returning(&txn).await?;
-                Persisted { order_id: OrderId(order_id), created: true }
+        let mut ids = rows.iter().map(|row| row.try_get_by_index::<Option<i64>>(0)).collect::<Result<Vec<_>, _>>()?;
+        let missing: Vec<Uuid> =
+            orders.iter().zip(&ids).filter(|(_, id)| id.is_none()).map(|(o, _)| o.correlation_id.as_uuid()).collect();
+        let mut existing = HashMap::new();
+        if !missing.is_empty() {
+            let found = self
+                .db
+                .query_all_raw(Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    EXISTING,
+                    [array(ArrayType::Uuid, missing.into_iter().map(|u| Value::Uuid(Some(u))))],
+                ))
+                .await?;
+            for row in found {
+                existing.insert(row.try_get_by_index::<Uuid>(0)?, row.try_get_by_index::<i64>(1)?);
             }
-            TryInsertResult::Conflicted | TryInsertResult::Empty => {
-                let order_id: i64 = orders::Entity::find()
-                    .select_only()
-                    .column(orders::Column::OrderId)
-                    .filter(orders::Column::CorrelationId.eq(correlation_id))
-                    .into_tuple()
-                    .one(&txn)
-                    .await?
-                    .ok_or_else(|| DbErr::RecordNotFound(format!("order {correlation_id} vanished")))?;
-                Persisted { order_id: OrderId(order_id), created: false }
-            }
-        };
+        }
+        orders
+            .iter()
+            .zip(ids.iter_mut())
+            .map(|(order, inserted)| match inserted {
+                Some(id) => Ok(Persisted { order_id: OrderId(*id), created: true }),
+                None => existing
+                    .get(&order.correlation_id.as_uuid())
+                    .map(|id| Persisted { order_id: OrderId(*id), created: false })
+                    .ok_or_else(|| {
+                        DbErr::RecordNotFound(format!("order {} neither inserted nor found", order.correlation_id))
+                    }),
+            })
+            .collect()
+    }
+
+    /// The portable path: entity inserts in one transaction.
+    async fn persist_entities(&self, orders: &[Arc<ValidOrder>]) -> Result<Vec<Persisted>, DbErr> {
+        let txn = self.db.begin().await?;
+        let mut results = Vec::with_capacity(orders.len());
+        for order in orders {
+            let inserted = orders::Entity::insert(order_row(order))
+                .on_conflict_do_nothing_on([orders::Column::CorrelationId])
+                .exec(&txn)
+                .await?;
+            let persisted = match inserted {
+                TryInsertResult::Inserted(result) => {
+                    order_items::Entity::insert_many(item_rows(result.last_insert_id, order))
+                        .exec_without_returning(&txn)
+                        .await?;
+                    Persisted { order_id: OrderId(result.last_insert_id), created: true }
+                }
+                TryInsertResult::Conflicted | TryInsertResult::Empty => {
+                    let order_id: i64 = orders::Entity::find()
+                        .select_only()
+                        .column(orders::Column::OrderId)
+                        .filter(orders::Column::CorrelationId.eq(order.correlation_id.as_uuid()))
+                        .into_tuple()
+                        .one(&txn)
+                        .await?
+                        .ok_or_else(|| DbErr::RecordNotFound(format!("order {} vanished", order.correlation_id)))?;
+                    Persisted { order_id: OrderId(order_id), created: false }
+                }
+            };
+            results.push(persisted);
+        }
         txn.commit().await?;
-        Ok(persisted)
+        Ok(results)
     }
 }
 
 #[async_trait]
 impl OrderStore for SeaOrmOrderStore {
-    async fn persist(&self, order: &ValidOrder) -> Result<Persisted, OrderStoreError> {
-        self.persist_in_transaction(order).await.map_err(classify)
+    async fn persist_batch(&self, orders: &[Arc<ValidOrder>]) -> Result<Vec<Persisted>, OrderStoreError> {
+        let persisted = match self.db.get_database_backend() {
+            DbBackend::Postgres => self.persist_postgres(orders).await,
+            _ => self.persist_entities(orders).await,
+        };
+        persisted.map_err(classify)
     }
+}
+
+fn array(kind: ArrayType, values: impl Iterator<Item = Value>) -> Value {
+    Value::Array(kind, Some(Box::new(values.collect())))
+}
+
+/// The twelve array parameters of [`INSERT_BATCH`]: a column per order field, then a column per
+/// line field with the ordinal of the line's order.
+fn batch_values(orders: &[Arc<ValidOrder>]) -> Vec<Value> {
+    let column = |kind, value: &dyn Fn(&ValidOrder) -> Value| array(kind, orders.iter().map(|o| value(o)));
+    let lines =
+        || orders.iter().zip(1_i64..).flat_map(|(o, ord)| o.items.iter().zip(1_i32..).map(move |(l, n)| (ord, n, l)));
+    vec![
+        column(ArrayType::Uuid, &|o| Value::Uuid(Some(o.correlation_id.as_uuid()))),
+        column(ArrayType::String, &|o| Value::String(Some(o.customer_id.clone()))),
+        column(ArrayType::String, &|o| Value::String(Some(o.currency.clone()))),
+        column(ArrayType::Decimal, &|o| Value::Decimal(Some(o.total()))),
+        column(ArrayType::String, &|o| Value::String(o.identity.as_ref().and_then(|i| i.subject.clone()))),
+        column(ArrayType::Json, &|o| {
+            Value::Json(o.identity.as_ref().map(|i| Box::new(serde_json::Value::Object(i.claims.clone()))))
+        }),
+        column(ArrayType::ChronoDateTimeUtc, &|o| Value::ChronoDateTimeUtc(o.accepted_at)),
+        array(ArrayType::BigInt, lines().map(|(ord, _, _)| Value::BigInt(Some(ord)))),
+        array(ArrayType::Int, lines().map(|(_, n, _)| Value::Int(Some(n)))),
+        array(ArrayType::String, lines().map(|(_, _, l)| Value::String(Some(l.sku.clone())))),
+        array(ArrayType::Int, lines().map(|(_, _, l)| Value::Int(Some(l.quantity as i32)))),
+        array(ArrayType::Decimal, lines().map(|(_, _, l)| Value::Decimal(Some(l.unit_price)))),
+    ]
 }
 
 fn order_row(order: &ValidOrder) -> orders::ActiveModel {

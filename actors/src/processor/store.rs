@@ -1,16 +1,19 @@
 use crate::order::{OrderId, ValidOrder};
 use crate::retry::Classify;
 use async_trait::async_trait;
+use std::sync::Arc;
 
 /// The system of record for orders.
 #[async_trait]
 pub trait OrderStore: Send + Sync + 'static {
-    /// Stores the order and its lines in one transaction, or, if an order with the same
-    /// CorrelationId exists, stores nothing and returns that order's id.
-    async fn persist(&self, order: &ValidOrder) -> Result<Persisted, OrderStoreError>;
+    /// Stores the orders and their lines in one transaction, all or none, in the given order (so
+    /// the database's order ids follow it). An order whose CorrelationId exists already is not
+    /// stored again; its existing id is returned. Returns one result per order, in order. The
+    /// CorrelationIds must be distinct (the processor folds duplicates before calling).
+    async fn persist_batch(&self, orders: &[Arc<ValidOrder>]) -> Result<Vec<Persisted>, OrderStoreError>;
 }
 
-/// The outcome of [`OrderStore::persist`].
+/// The outcome of storing one order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Persisted {
     pub order_id: OrderId,

@@ -1,21 +1,31 @@
 use super::OrderProcessed;
-use crate::messaging::{BrokerError, OutboundBroker, Outbox};
+use crate::messaging::{BrokerError, OutboundBroker, OutboundMessage, Outbox};
 use crate::metrics::{Actor as ActorName, ActorMetrics, Metrics};
+use crate::retry::Classify;
 use crate::retry::{Attempted, RetryPolicy, until_ok};
 use crate::trace_context;
 use actix::prelude::*;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::watch;
-use tracing::Instrument;
 
-/// Publish the event for a stored order and wait for the broker's confirm.
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "Result<(), Attempted<BrokerError>>")]
-pub struct PublishOrderProcessed {
+/// An event and the span of the delivery it comes from.
+#[derive(Debug, Clone)]
+pub struct EventToPublish {
     pub event: OrderProcessed,
-    /// The delivery's span: the publish is traced as its child, and the event carries the
-    /// publish span's trace context to its consumers.
     pub parent: tracing::Span,
+    /// The delivery's trace is recorded: trace the publish as its child span. Otherwise the
+    /// event only carries the trace context on.
+    pub traced: bool,
+}
+
+/// Publish the events of a batch of stored orders. All are in flight at once and their confirms
+/// are awaited together; the reply has one result per event, in order, each `Ok` only once the
+/// broker confirmed that event.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Vec<Result<(), Attempted<BrokerError>>>")]
+pub struct PublishEvents {
+    pub events: Vec<EventToPublish>,
 }
 
 /// Sent by a publish that found the channel closed: the actor stops, and its supervisor restarts
@@ -95,13 +105,11 @@ impl Handler<OutboxLost> for Publisher {
     }
 }
 
-impl Handler<PublishOrderProcessed> for Publisher {
-    type Result = ResponseFuture<Result<(), Attempted<BrokerError>>>;
-
-    fn handle(&mut self, msg: PublishOrderProcessed, ctx: &mut Self::Context) -> Self::Result {
-        let mut message = msg.event.to_message(&self.destination);
-        let span = tracing::info_span!(
-            parent: &msg.parent,
+impl Publisher {
+    /// The producer span of one event, as the messaging conventions name it.
+    fn publish_span(&self, parent: &tracing::Span, message: &OutboundMessage) -> tracing::Span {
+        tracing::info_span!(
+            parent: parent,
             "publish",
             otel.name = %format_args!("publish {}", self.destination),
             otel.kind = "producer",
@@ -110,28 +118,55 @@ impl Handler<PublishOrderProcessed> for Publisher {
             messaging.operation = "publish",
             messaging.message.id = %message.message_id,
             messaging.message.conversation_id = %message.correlation_id,
-        );
-        trace_context::inject(&span, &mut message.headers);
+        )
+    }
+}
+
+impl Handler<PublishEvents> for Publisher {
+    type Result = ResponseFuture<Vec<Result<(), Attempted<BrokerError>>>>;
+
+    fn handle(&mut self, msg: PublishEvents, ctx: &mut Self::Context) -> Self::Result {
+        let (messages, spans): (Vec<_>, Vec<_>) = msg
+            .events
+            .into_iter()
+            .map(|e| {
+                let mut message = e.event.to_message(&self.destination);
+                let span = if e.traced { self.publish_span(&e.parent, &message) } else { e.parent };
+                trace_context::inject(&span, &mut message.headers);
+                (message, span)
+            })
+            .unzip();
         let (outbox, me, retry, metrics) = (self.outbox.subscribe(), ctx.address(), self.retry, self.metrics.clone());
-        let publishing = async move {
-            let publish = || {
-                let (mut outbox, message, me) = (outbox.clone(), message.clone(), me.clone());
-                metrics.attempt(async move {
-                    let current = outbox
-                        .wait_for(Option::is_some)
-                        .await
-                        .map_err(|_| BrokerError::Closed("publisher stopped".into()))?
-                        .clone()
-                        .expect("waited for Some");
-                    let published = current.publish(message).await;
-                    if published.is_err() && !current.is_open() {
-                        me.do_send(OutboxLost);
-                    }
-                    published
-                })
-            };
-            metrics.handle(retry.run(publish)).await
-        };
-        Box::pin(publishing.instrument(span))
+        Box::pin(async move {
+            let started = Instant::now();
+            let _in_flight = metrics.in_flight(messages.len());
+            let publishing = messages.into_iter().map(|message| {
+                let (outbox, me, metrics) = (outbox.clone(), me.clone(), &metrics);
+                let publish = move || {
+                    let (mut outbox, message, me) = (outbox.clone(), message.clone(), me.clone());
+                    metrics.attempt(async move {
+                        let current = outbox
+                            .wait_for(Option::is_some)
+                            .await
+                            .map_err(|_| BrokerError::Closed("publisher stopped".into()))?
+                            .clone()
+                            .expect("waited for Some");
+                        let published = current.publish(message).await;
+                        if published.is_err() && !current.is_open() {
+                            me.do_send(OutboxLost);
+                        }
+                        published
+                    })
+                };
+                async move { retry.run(publish).await }
+            });
+            let results = futures::future::join_all(publishing).await;
+            drop(spans);
+            metrics.handled(results.len(), started);
+            for error in results.iter().filter_map(|r| r.as_ref().err()) {
+                metrics.failed(error.kind(), 1);
+            }
+            results
+        })
     }
 }

@@ -1,7 +1,8 @@
 //! Publisher: owns a broker channel in publisher-confirm mode and publishes `OrderProcessed`.
 //!
-//! - [`PublishOrderProcessed`] is its message; the reply comes only after the broker confirmed
-//!   the event, so the consumer never acks an order whose event could still be lost.
+//! - [`PublishEvents`] is its message: the events of a batch, all in flight at once, confirms
+//!   awaited together; each event's result comes only after the broker confirmed it, so the
+//!   consumer never acks an order whose event could still be lost.
 //! - [`OrderProcessed`] is the event; its `message_id` is derived from the CorrelationId, so a
 //!   redelivered order yields an event that downstream consumers recognise as the same.
 //! - The broker port is [`crate::messaging::OutboundBroker`]; when the channel breaks the actor
@@ -11,6 +12,6 @@ mod actor;
 mod config;
 mod event;
 
-pub use actor::{PublishOrderProcessed, Publisher};
+pub use actor::{EventToPublish, PublishEvents, Publisher};
 pub use config::PublisherConfig;
 pub use event::{OrderProcessed, event_message_id};

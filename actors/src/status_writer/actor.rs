@@ -5,16 +5,14 @@ use crate::retry::{Attempted, RetryPolicy};
 use crate::status::OrderStatus;
 use actix::prelude::*;
 use std::sync::Arc;
-use tracing::Instrument;
 
-/// Move an order's status forward. Replies with the status stored afterwards.
+/// Move the status of a batch of orders forward, in one round trip. Replies with the status
+/// stored afterwards for each order, in order.
 #[derive(Debug, Clone, Message)]
-#[rtype(result = "Result<OrderStatus, Attempted<StatusStoreError>>")]
-pub struct SetStatus {
-    pub correlation_id: CorrelationId,
+#[rtype(result = "Result<Vec<OrderStatus>, Attempted<StatusStoreError>>")]
+pub struct SetStatuses {
+    pub ids: Vec<CorrelationId>,
     pub status: OrderStatus,
-    /// The delivery's span: the write is traced and logged as its child.
-    pub parent: tracing::Span,
 }
 
 /// Owns the status store. Stateless apart from it, so a restart loses nothing.
@@ -41,16 +39,17 @@ impl Supervised for StatusWriter {
     }
 }
 
-impl Handler<SetStatus> for StatusWriter {
-    type Result = ResponseFuture<Result<OrderStatus, Attempted<StatusStoreError>>>;
+impl Handler<SetStatuses> for StatusWriter {
+    type Result = ResponseFuture<Result<Vec<OrderStatus>, Attempted<StatusStoreError>>>;
 
-    fn handle(&mut self, msg: SetStatus, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: SetStatuses, _: &mut Self::Context) -> Self::Result {
         let (store, retry, metrics) = (self.store.clone(), self.retry, self.metrics.clone());
-        let span = tracing::info_span!(parent: &msg.parent, "status", otel.name = %format_args!("status {}", msg.status), status = %msg.status);
-        let writing = async move {
-            let write = || metrics.attempt(store.advance(msg.correlation_id, msg.status));
-            metrics.handle(retry.run(write)).await
-        };
-        Box::pin(writing.instrument(span))
+        Box::pin(async move {
+            if msg.ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            let write = || metrics.attempt(store.advance(&msg.ids, msg.status));
+            metrics.handle(msg.ids.len(), retry.run(write)).await
+        })
     }
 }

@@ -18,17 +18,28 @@ pub fn client(config: &StatusConfig) -> Result<Client, fred::error::Error> {
         .build()
 }
 
-/// Compare-and-set in one round trip: the statuses the new one must not replace are passed in, so
-/// the rule itself stays in Rust ([`crate::status::may_replace`]).
+/// Compare-and-set of many keys in one round trip (a script runs atomically): the statuses the new
+/// one must not replace are passed in, so the rule itself stays in Rust
+/// ([`crate::status::may_replace`]). Returns the status stored for each key. All keys go to one
+/// server: Redis Cluster is not supported.
 const ADVANCE: &str = r"
-local current = redis.call('GET', KEYS[1])
-if current then
-  for i = 3, #ARGV do
-    if current == ARGV[i] then return current end
+local stored = {}
+for k = 1, #KEYS do
+  local current = redis.call('GET', KEYS[k])
+  local keep = false
+  if current then
+    for i = 3, #ARGV do
+      if current == ARGV[i] then keep = true end
+    end
+  end
+  if keep then
+    stored[k] = current
+  else
+    redis.call('SET', KEYS[k], ARGV[1], 'EX', ARGV[2])
+    stored[k] = ARGV[1]
   end
 end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-return ARGV[1]
+return stored
 ";
 
 /// [`StatusStore`] on Redis through fred. Concurrent writes share one connection and are
@@ -59,14 +70,15 @@ impl RedisStatusStore {
 
 #[async_trait]
 impl StatusStore for RedisStatusStore {
-    async fn advance(&self, id: CorrelationId, next: OrderStatus) -> Result<OrderStatus, StatusStoreError> {
+    async fn advance(&self, ids: &[CorrelationId], next: OrderStatus) -> Result<Vec<OrderStatus>, StatusStoreError> {
         let mut args = vec![next.as_str().to_owned(), self.ttl_seconds.to_string()];
         args.extend(next.must_not_replace().map(|s| s.as_str().to_owned()));
-        let stored: String = self
+        let keys: Vec<String> = ids.iter().map(|id| self.key(*id)).collect();
+        let stored: Vec<String> = self
             .script
-            .evalsha_with_reload(&self.client, vec![self.key(id)], args)
+            .evalsha_with_reload(&self.client, keys, args)
             .await
             .map_err(|e| StatusStoreError::Unavailable(e.to_string()))?;
-        stored.parse().map_err(|_| StatusStoreError::Corrupt(stored))
+        stored.into_iter().map(|s| s.parse().map_err(|_| StatusStoreError::Corrupt(s))).collect()
     }
 }

@@ -6,9 +6,9 @@ use async_trait::async_trait;
 /// Where order statuses are kept for clients to poll.
 #[async_trait]
 pub trait StatusStore: Send + Sync + 'static {
-    /// Writes `next` for the order unless [`crate::status::may_replace`] forbids it, atomically,
-    /// and returns the status stored afterwards.
-    async fn advance(&self, id: CorrelationId, next: OrderStatus) -> Result<OrderStatus, StatusStoreError>;
+    /// Writes `next` for each order unless [`crate::status::may_replace`] forbids it, atomically
+    /// per order and in one round trip for all, and returns the status stored afterwards for each.
+    async fn advance(&self, ids: &[CorrelationId], next: OrderStatus) -> Result<Vec<OrderStatus>, StatusStoreError>;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
