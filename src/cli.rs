@@ -38,6 +38,8 @@ pub enum Command {
     Migrate(MigrateArgs),
     /// Inspect and operate the dead-letter queue.
     Dlq(DlqArgs),
+    /// Measure throughput, latency, CPU and memory against the configured services.
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -254,6 +256,7 @@ impl Command {
             Self::Run(args) => args.log.log_format,
             Self::Migrate(args) => args.log.log_format,
             Self::Dlq(args) => args.log.log_format,
+            Self::Bench(_) => LogFormat::Pretty,
         }
     }
 }

@@ -5,6 +5,7 @@
 //! ([`telemetry`]), serves the health endpoints ([`http`]) and starts and stops the worker
 //! ([`startup`]). `main.rs` only calls [`run`].
 
+pub mod bench;
 pub mod cli;
 pub mod dlq;
 pub mod http;
@@ -28,6 +29,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             app.run_until_stopped(shutdown).await
         }
         Command::Dlq(args) => dlq::run(args).await,
+        Command::Bench(args) => bench::run(args).await,
         Command::Migrate(args) => {
             startup::migrate(&args.database_url).await?;
             tracing::info!("migrations applied");

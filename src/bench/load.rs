@@ -1,0 +1,72 @@
+//! Putting orders on a queue: as fast as the broker takes them (a backlog), or at a fixed rate.
+
+use anyhow::Context;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// Publishes at most this many messages ahead of their confirms.
+const IN_FLIGHT: usize = 2000;
+
+pub async fn confirming_channel(amqp_url: &str) -> anyhow::Result<(Connection, Channel)> {
+    let connection = Connection::connect(amqp_url, ConnectionProperties::default()).await.context("AMQP_URL")?;
+    let channel = connection.create_channel().await?;
+    channel.confirm_select(ConfirmSelectOptions::default()).await?;
+    Ok((connection, channel))
+}
+
+/// A valid order of two lines, as the API edge sends it.
+pub fn order_body(correlation_id: Uuid) -> Vec<u8> {
+    format!(
+        r#"{{"correlationId":"{correlation_id}","customerId":"C-1042","currency":"EUR","items":[{{"sku":"SKU-1","quantity":2,"unitPrice":19.99}},{{"sku":"SKU-2","quantity":1,"unitPrice":5.5}}],"acceptedAt":"2026-11-24T10:00:00Z","identity":{{"subject":"user-123","claims":{{"tenant":"acme"}}}}}}"#
+    )
+    .into_bytes()
+}
+
+async fn publish(channel: &Channel, queue: &str, body: Vec<u8>, id: Uuid) -> anyhow::Result<lapin::PublisherConfirm> {
+    let properties =
+        BasicProperties::default().with_delivery_mode(2).with_content_type("application/json".into()).with_correlation_id(id.to_string().into());
+    Ok(channel.basic_publish("".into(), queue.into(), BasicPublishOptions::default(), &body, properties).await?)
+}
+
+/// Publishes `count` new orders as fast as the broker confirms them.
+pub async fn preload(channel: &Channel, queue: &str, count: usize) -> anyhow::Result<()> {
+    let mut confirms = FuturesUnordered::new();
+    for _ in 0..count {
+        if confirms.len() >= IN_FLIGHT {
+            confirms.next().await.expect("not empty")?;
+        }
+        let id = Uuid::new_v4();
+        confirms.push(publish(channel, queue, order_body(id), id).await?);
+    }
+    while let Some(confirm) = confirms.next().await {
+        anyhow::ensure!(confirm?.is_ack(), "the broker refused a message");
+    }
+    Ok(())
+}
+
+/// Publishes new orders at `rate` per second for `duration`; returns how many.
+pub async fn at_rate(channel: &Channel, queue: &str, rate: f64, duration: Duration) -> anyhow::Result<usize> {
+    let started = Instant::now();
+    let mut confirms = FuturesUnordered::new();
+    let mut sent = 0usize;
+    while started.elapsed() < duration {
+        let due = (started.elapsed().as_secs_f64() * rate) as usize;
+        while sent < due {
+            let id = Uuid::new_v4();
+            confirms.push(publish(channel, queue, order_body(id), id).await?);
+            sent += 1;
+        }
+        while let Some(Some(confirm)) = futures::FutureExt::now_or_never(confirms.next()) {
+            confirm?;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    while let Some(confirm) = confirms.next().await {
+        confirm?;
+    }
+    Ok(sent)
+}
