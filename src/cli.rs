@@ -183,6 +183,11 @@ pub struct RunArgs {
     #[arg(long, env = "ORDER_PROCESS_PUBLISH_RETRY", hide_env_values = true, default_value_t = PublisherConfig::default().retry)]
     pub publish_retry: RetryPolicy,
 
+    /// Most orders in one transaction: requests that pile up while one commits are committed
+    /// together (group commit).
+    #[arg(long, env = "ORDER_PROCESS_GROUP_COMMIT_MAX", hide_env_values = true, default_value_t = ProcessorConfig::default().max_group as u16, value_parser = clap::value_parser!(u16).range(1..))]
+    pub group_commit_max: u16,
+
     /// Most connections in the database pool.
     #[arg(long, env = "ORDER_PROCESS_DB_MAX_CONNECTIONS", hide_env_values = true, default_value_t = ProcessorConfig::default().max_connections, value_parser = clap::value_parser!(u32).range(1..))]
     pub db_max_connections: u32,
@@ -235,6 +240,7 @@ impl RunArgs {
             processor: ProcessorConfig {
                 database_url: SecretUrl::new(self.database_url),
                 max_connections: self.db_max_connections,
+                max_group: self.group_commit_max.into(),
                 retry: self.sql_retry,
             },
             status: StatusConfig {

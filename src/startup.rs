@@ -80,6 +80,7 @@ impl Application {
             consumer: settings.consumer.clone(),
             outbound_destination: settings.amqp.outbound_queue.clone(),
             sql_retry: settings.processor.retry,
+            max_group: settings.processor.max_group,
             status_retry: settings.status.retry,
             publish_retry: settings.publisher.retry,
         };

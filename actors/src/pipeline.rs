@@ -12,9 +12,9 @@
 //! simply walks the chain again: the status cannot go back, the order is not stored twice, and the
 //! event carries the same message id.
 //!
-//! Batches of one replica are stored in the order they were formed, one after another
-//! ([`Sequencer`]), so order ids follow the queue's order; the other steps of different batches
-//! overlap.
+//! Batches of one replica reach the processor in the order they were formed ([`Sequencer`]),
+//! and it commits them in that order (several in one transaction when they pile up), so order ids
+//! follow the queue's order; the other steps of different batches overlap.
 
 use crate::order::ValidOrder;
 use crate::processor::{PersistOrders, Persisted};
@@ -113,12 +113,15 @@ impl Stages {
             return vec![Err(failure); batch.len()];
         }
 
+        // In turn, so that the processor queues batches in the order they were formed; the send
+        // queues the request at once, and later batches may then join its transaction.
         turn.wait().await;
         let spans = stage_spans("order transaction", &all);
         let orders = batch.iter().map(|t| t.order.clone()).collect();
-        let persisted = self.processor.send(PersistOrders { orders }).await;
-        drop(spans);
+        let request = self.processor.send(PersistOrders { orders });
         turn.pass();
+        let persisted = request.await;
+        drop(spans);
         let persisted = match persisted {
             Ok(persisted) => persisted,
             Err(error) => return vec![Err(StageFailure::unavailable(Stage::Persist, error)); batch.len()],

@@ -27,14 +27,29 @@ pub struct Ports {
 }
 
 /// What the actors need beyond their ports.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct WorkerConfig {
     pub consumer: ConsumerConfig,
     /// Queue (or topic) the `OrderProcessed` events go to.
     pub outbound_destination: String,
     pub sql_retry: RetryPolicy,
+    /// Most orders in one transaction (group commit).
+    pub max_group: usize,
     pub status_retry: RetryPolicy,
     pub publish_retry: RetryPolicy,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            consumer: ConsumerConfig::default(),
+            outbound_destination: "OrdersProcessed".into(),
+            sql_retry: RetryPolicy::default(),
+            max_group: crate::processor::ProcessorConfig::default().max_group,
+            status_retry: RetryPolicy::default(),
+            publish_retry: RetryPolicy::default(),
+        }
+    }
 }
 
 /// The running actors.
@@ -53,7 +68,8 @@ impl Worker {
         let m = metrics.clone();
         let status_writer = Supervisor::start(move |_| StatusWriter::new(statuses, config.status_retry, &m));
         let m = metrics.clone();
-        let processor = Supervisor::start(move |_| Processor::new(orders, config.sql_retry, &m));
+        let max_group = config.max_group;
+        let processor = Supervisor::start(move |_| Processor::new(orders, config.sql_retry, max_group, &m));
         let destination = config.outbound_destination;
         let publish_retry = config.publish_retry;
         let m = metrics.clone();

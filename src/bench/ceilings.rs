@@ -6,7 +6,9 @@ use actors::order::decode;
 use actors::processor::{OrderStore, SeaOrmOrderStore};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
 use lapin::types::FieldTable;
 use sea_orm::DatabaseConnection;
 use std::sync::Arc;
@@ -22,11 +24,14 @@ pub async fn amqp_relay(amqp_url: &str, prefix: &str, messages: usize, prefetch:
         channel.queue_declare(queue.as_str().into(), options, FieldTable::default()).await?;
     }
     load::preload(&channel, &from, messages).await?;
+    // Downstream consumes the relayed messages, as it consumes the worker's events.
+    load::EventCounter::default().consume(amqp_url, &to).await?;
 
     let consumer_channel = connection.create_channel().await?;
     consumer_channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
-    let mut deliveries =
-        consumer_channel.basic_consume(from.as_str().into(), "".into(), BasicConsumeOptions::default(), FieldTable::default()).await?;
+    let mut deliveries = consumer_channel
+        .basic_consume(from.as_str().into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await?;
     let started = Instant::now();
     let mut relaying = FuturesUnordered::new();
     let mut relayed = 0;

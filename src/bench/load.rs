@@ -27,8 +27,10 @@ pub fn order_body(correlation_id: Uuid) -> Vec<u8> {
 }
 
 async fn publish(channel: &Channel, queue: &str, body: Vec<u8>, id: Uuid) -> anyhow::Result<lapin::PublisherConfirm> {
-    let properties =
-        BasicProperties::default().with_delivery_mode(2).with_content_type("application/json".into()).with_correlation_id(id.to_string().into());
+    let properties = BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type("application/json".into())
+        .with_correlation_id(id.to_string().into());
     Ok(channel.basic_publish("".into(), queue.into(), BasicPublishOptions::default(), &body, properties).await?)
 }
 
@@ -69,4 +71,45 @@ pub async fn at_rate(channel: &Channel, queue: &str, rate: f64, duration: Durati
         confirm?;
     }
     Ok(sent)
+}
+
+/// Consumes a queue as a downstream service would, counting messages per correlation id.
+#[derive(Clone, Default)]
+pub struct EventCounter {
+    seen: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, u32>>>,
+    total: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl EventCounter {
+    pub async fn consume(&self, amqp_url: &str, queue: &str) -> anyhow::Result<()> {
+        use lapin::options::BasicConsumeOptions;
+        let connection = Connection::connect(amqp_url, ConnectionProperties::default()).await?;
+        let channel = connection.create_channel().await?;
+        let options = BasicConsumeOptions { no_ack: true, ..Default::default() };
+        let mut deliveries =
+            channel.basic_consume(queue.into(), "".into(), options, lapin::types::FieldTable::default()).await?;
+        let counter = self.clone();
+        tokio::spawn(async move {
+            let _connection = connection;
+            while let Some(Ok(delivery)) = deliveries.next().await {
+                let id = delivery.properties.correlation_id().as_ref().map(|s| s.to_string()).unwrap_or_default();
+                *counter.seen.lock().unwrap().entry(id).or_default() += 1;
+                counter.total.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        Ok(())
+    }
+
+    pub fn total(&self) -> usize {
+        self.total.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn distinct(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    pub fn reset(&self) {
+        self.seen.lock().unwrap().clear();
+        self.total.store(0, std::sync::atomic::Ordering::SeqCst);
+    }
 }

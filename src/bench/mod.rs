@@ -21,7 +21,7 @@ use anyhow::Context;
 use clap::Args;
 use fred::prelude::{ClientLike, KeysInterface};
 use futures::StreamExt;
-use lapin::options::{QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions};
+use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
 use process::Worker;
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
@@ -60,7 +60,12 @@ pub struct BenchArgs {
     #[arg(long, env = "AMQP_URL", hide_env_values = true, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
     pub amqp_url: String,
     /// PostgreSQL server; the benchmark creates (and drops) a database of its own there.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
     pub database_url: String,
     /// Redis.
     #[arg(long, env = "REDIS_URL", hide_env_values = true, default_value = "redis://127.0.0.1:6379")]
@@ -75,6 +80,8 @@ struct Latency {
     p50_ms: Option<f64>,
     p95_ms: Option<f64>,
     p99_ms: Option<f64>,
+    /// p99 of each actor's handling time (per batch request), to see where the time goes.
+    actor_p99_ms: BTreeMap<&'static str, Option<f64>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -112,6 +119,7 @@ struct Bench {
     db: DatabaseConnection,
     amqp: lapin::Connection,
     channel: lapin::Channel,
+    events: load::EventCounter,
 }
 
 impl Bench {
@@ -146,10 +154,10 @@ impl Bench {
         Ok(self.channel.queue_declare(queue.into(), passive, FieldTable::default()).await?.message_count())
     }
 
-    /// Waits until `count` events are on the outbound queue.
+    /// Waits until `count` events have been consumed from the outbound queue.
     async fn wait_for_events(&self, count: u32, limit: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + limit;
-        while self.ready(&self.outbound()).await? < count {
+        while self.events.total() < count as usize {
             anyhow::ensure!(Instant::now() < deadline, "the worker did not publish {count} events within {limit:?}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -157,7 +165,7 @@ impl Bench {
     }
 
     async fn reset(&self) -> anyhow::Result<()> {
-        self.channel.queue_purge(self.outbound().as_str().into(), QueuePurgeOptions::default()).await?;
+        self.events.reset();
         self.db.execute_unprepared("TRUNCATE orders, order_items").await?;
         Ok(())
     }
@@ -175,21 +183,45 @@ impl Bench {
         let servers = process::servers_cpu();
         let server_us = servers
             .iter()
-            .map(|(name, after)| (*name, (after - servers_before.get(name).copied().unwrap_or(0.0)) / orders as f64 * 1e6))
+            .map(|(name, after)| {
+                (*name, (after - servers_before.get(name).copied().unwrap_or(0.0)) / orders as f64 * 1e6)
+            })
             .collect();
-        Ok(Drained { worker, per_second: orders as f64 / elapsed, cpu_per_1000: cpu / orders as f64 * 1000.0, rss, server_us })
+        Ok(Drained {
+            worker,
+            per_second: orders as f64 / elapsed,
+            cpu_per_1000: cpu / orders as f64 * 1000.0,
+            rss,
+            server_us,
+        })
     }
 
-    /// Delivery-to-ack percentiles while orders arrive at `rate` per second.
-    async fn latency_at(&self, worker: &Worker, rate: f64, seconds: u64) -> anyhow::Result<(usize, [Option<f64>; 3])> {
-        const HISTOGRAM: &str = "order_process_processing_duration_seconds";
-        let before = process::histogram(&worker.get("/metrics").await?.1, HISTOGRAM);
-        let already = self.ready(&self.outbound()).await?;
+    /// Delivery-to-ack percentiles while orders arrive at `rate` per second, and the p99 of each
+    /// actor's handling time.
+    async fn latency_at(
+        &self,
+        worker: &Worker,
+        rate: f64,
+        seconds: u64,
+    ) -> anyhow::Result<(usize, [Option<f64>; 3], BTreeMap<&'static str, Option<f64>>)> {
+        const END_TO_END: &str = "order_process_processing_duration_seconds";
+        const ACTOR: &str = "order_process_actor_handling_duration_seconds";
+        const ACTORS: [&str; 4] = ["consumer", "status_writer", "processor", "publisher"];
+        let before = worker.get("/metrics").await?.1;
+        let already = self.events.total() as u32;
         let sent = load::at_rate(&self.channel, &self.inbound(), rate, Duration::from_secs(seconds)).await?;
         self.wait_for_events(already + sent as u32, Duration::from_secs(120)).await?;
-        let after = process::histogram(&worker.get("/metrics").await?.1, HISTOGRAM);
-        let ms = |q| process::quantile(&before, &after, q).map(|s| s * 1000.0);
-        Ok((sent, [ms(0.5), ms(0.95), ms(0.99)]))
+        let after = worker.get("/metrics").await?.1;
+        let ms = |name: &str, selector: &str, q| {
+            process::quantile(
+                &process::histogram(&before, name, selector),
+                &process::histogram(&after, name, selector),
+                q,
+            )
+            .map(|s| s * 1000.0)
+        };
+        let actors = ACTORS.iter().map(|a| (*a, ms(ACTOR, &format!("actor=\"{a}\""), 0.99))).collect();
+        Ok((sent, [ms(END_TO_END, "", 0.5), ms(END_TO_END, "", 0.95), ms(END_TO_END, "", 0.99)], actors))
     }
 
     async fn cleanup(self) -> anyhow::Result<()> {
@@ -201,7 +233,8 @@ impl Bench {
             let _ = self.channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
         }
         let _ = self.amqp.close(200, "bench done".into()).await;
-        let redis = fred::prelude::Client::new(fred::types::config::Config::from_url(&self.args.redis_url)?, None, None, None);
+        let redis =
+            fred::prelude::Client::new(fred::types::config::Config::from_url(&self.args.redis_url)?, None, None, None);
         redis.init().await?;
         let mut scan = redis.scan_buffered(format!("{}*", self.key_prefix()), Some(1000), None);
         let mut keys = Vec::new();
@@ -251,9 +284,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     admin.close().await?;
     let database_url = with_database(&args.database_url, &format!("op_bench_{id}"))?;
     crate::startup::migrate(&database_url).await?;
-    let db = Database::connect(&database_url).await?;
+    let db = actors::processor::connect(&actors::processor::ProcessorConfig {
+        database_url: actors::secret::SecretUrl::new(&database_url),
+        ..Default::default()
+    })
+    .await?;
     let (amqp, channel) = load::confirming_channel(&args.amqp_url).await?;
-    let bench = Bench { args: args.clone(), id, database_url, db, amqp, channel };
+    let events = load::EventCounter::default();
+    let bench = Bench { args: args.clone(), id, database_url, db, amqp, channel, events };
     let report = measure(&bench).await;
     bench.cleanup().await?;
     let report = report?;
@@ -279,33 +317,58 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 async fn measure(bench: &Bench) -> anyhow::Result<Report> {
     let args = &bench.args;
     eprintln!("[bench] ceiling: AMQP relay of {} messages", args.ceiling_orders);
-    let relay = ceilings::amqp_relay(&args.amqp_url, &format!("bench.{}", bench.id), args.ceiling_orders, args.prefetch).await?;
+    let relay =
+        ceilings::amqp_relay(&args.amqp_url, &format!("bench.{}", bench.id), args.ceiling_orders, args.prefetch)
+            .await?;
     eprintln!("[bench] ceiling: batched SQL inserts of {} orders", args.ceiling_orders);
     let sql = ceilings::sql_batches(&bench.db, args.ceiling_orders, usize::from(args.batch_size)).await?;
 
     // A first start declares the worker's queues, so the backlog can be loaded before the
     // measured start.
     Worker::start(&bench.worker_env(args.batch_size, args.prefetch)).await?.stop().await?;
+    // The events are consumed as a downstream service would, and counted per order.
+    bench.events.consume(&args.amqp_url, &bench.outbound()).await?;
     eprintln!("[bench] worker: draining a backlog of {} orders", args.orders);
     let drained = bench.drain_backlog(args.orders, args.batch_size, args.prefetch).await?;
     let verified_rows: i64 = bench
         .db
-        .query_one_raw(sea_orm::Statement::from_string(sea_orm::DbBackend::Postgres, "SELECT count(DISTINCT correlation_id) FROM orders"))
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SELECT count(DISTINCT correlation_id) FROM orders",
+        ))
         .await?
         .context("a count")?
         .try_get_by_index(0)?;
-    let verified_events = bench.ready(&bench.outbound()).await?;
+    let verified_events = bench.events.distinct() as u32;
     anyhow::ensure!(verified_rows as usize == args.orders, "{verified_rows} orders stored for {} sent", args.orders);
-    anyhow::ensure!(verified_events as usize == args.orders, "{verified_events} events for {} orders", args.orders);
+    anyhow::ensure!(
+        verified_events as usize == args.orders && bench.events.total() == args.orders,
+        "{} events for {verified_events} distinct orders, {} sent",
+        bench.events.total(),
+        args.orders
+    );
     anyhow::ensure!(bench.ready(&bench.inbound()).await? == 0, "messages left in the inbound queue");
     bench.reset().await?;
 
     let mut latency = Vec::new();
     for share in [0.25, 0.5, 0.9] {
         let rate = drained.per_second * share;
-        eprintln!("[bench] latency at {:.0} % of the maximum: {rate:.0} orders/s for {} s", share * 100.0, args.latency_seconds);
-        let (orders, [p50, p95, p99]) = bench.latency_at(&drained.worker, rate, args.latency_seconds).await?;
-        latency.push(Latency { offered_share: share, offered_per_second: rate, orders, p50_ms: p50, p95_ms: p95, p99_ms: p99 });
+        eprintln!(
+            "[bench] latency at {:.0} % of the maximum: {rate:.0} orders/s for {} s",
+            share * 100.0,
+            args.latency_seconds
+        );
+        let (orders, [p50, p95, p99], actor_p99_ms) =
+            bench.latency_at(&drained.worker, rate, args.latency_seconds).await?;
+        latency.push(Latency {
+            offered_share: share,
+            offered_per_second: rate,
+            orders,
+            p50_ms: p50,
+            p95_ms: p95,
+            p99_ms: p99,
+            actor_p99_ms,
+        });
     }
     drained.worker.stop().await?;
     bench.reset().await?;
@@ -318,7 +381,8 @@ async fn measure(bench: &Bench) -> anyhow::Result<Report> {
             eprintln!("[bench] sweep: batch {batch}, prefetch {prefetch}");
             let run = bench.drain_backlog(args.ceiling_orders, batch, prefetch).await?;
             bench.reset().await?;
-            let (_, [_, _, p99]) = bench.latency_at(&run.worker, run.per_second / 2.0, args.latency_seconds.min(5)).await?;
+            let (_, [_, _, p99], _) =
+                bench.latency_at(&run.worker, run.per_second / 2.0, args.latency_seconds.min(5)).await?;
             run.worker.stop().await?;
             bench.reset().await?;
             sweep.push(SweepPoint { batch_size: batch, prefetch, per_second: run.per_second, p99_ms_at_half: p99 });
@@ -351,26 +415,36 @@ fn print_report(r: &Report) {
     println!("| measure | result |");
     println!("| --- | --- |");
     println!("| ceiling: bare AMQP relay (consume, confirmed publish, ack) | {:.0} msg/s |", r.amqp_relay_per_second);
-    println!("| ceiling: batched SQL inserts ({} per transaction) | {:.0} orders/s |", r.batch_size, r.sql_batched_per_second);
-    println!("| worker, draining a backlog of {} | {:.0} orders/s ({:.0} % of the relay) |", r.backlog, r.worker_per_second, r.share_of_relay * 100.0);
+    println!(
+        "| ceiling: batched SQL inserts ({} per transaction) | {:.0} orders/s |",
+        r.batch_size, r.sql_batched_per_second
+    );
+    println!(
+        "| worker, draining a backlog of {} | {:.0} orders/s ({:.0} % of the relay) |",
+        r.backlog,
+        r.worker_per_second,
+        r.share_of_relay * 100.0
+    );
     println!("| worker CPU | {:.3} CPU-s per 1000 orders |", r.worker_cpu_seconds_per_1000);
     println!("| worker peak RSS | {:.1} MiB |", r.worker_peak_rss_mib);
     for (server, us) in &r.server_cpu_us_per_order {
         println!("| {server} CPU | {us:.0} µs per order |");
     }
-    println!("| verified | {} orders stored once, {} events |", r.verified_rows, r.verified_events);
+    println!("| verified | {} orders stored once, one event each ({} distinct) |", r.verified_rows, r.verified_events);
     println!();
-    println!("| offered load | orders | p50 ms | p95 ms | p99 ms |");
-    println!("| --- | --- | --- | --- | --- |");
+    println!("| offered load | orders | p50 ms | p95 ms | p99 ms | p99 per actor request (ms) |");
+    println!("| --- | --- | --- | --- | --- | --- |");
     for l in &r.latency {
+        let actors: Vec<String> = l.actor_p99_ms.iter().map(|(a, v)| format!("{a} {}", ms(*v))).collect();
         println!(
-            "| {:.0} % ({:.0}/s) | {} | {} | {} | {} |",
+            "| {:.0} % ({:.0}/s) | {} | {} | {} | {} | {} |",
             l.offered_share * 100.0,
             l.offered_per_second,
             l.orders,
             ms(l.p50_ms),
             ms(l.p95_ms),
-            ms(l.p99_ms)
+            ms(l.p99_ms),
+            actors.join(", ")
         );
     }
     if !r.sweep.is_empty() {

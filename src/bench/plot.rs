@@ -73,6 +73,11 @@ pub fn svg(title: &str, points: &[Point]) -> String {
     for (x, y) in line {
         let _ = writeln!(s, r#"<circle cx="{x:.1}" cy="{y:.1}" r="4" fill="firebrick"/>"#);
     }
-    let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="middle">batch size / prefetch</text></svg>"#, left + plot_w / 2.0, height - 12.0);
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="{}" text-anchor="middle">batch size / prefetch</text></svg>"#,
+        left + plot_w / 2.0,
+        height - 12.0
+    );
     s
 }

@@ -3,59 +3,125 @@ use crate::metrics::{Actor as ActorName, ActorMetrics, Metrics};
 use crate::order::{CorrelationId, ValidOrder};
 use crate::retry::{Attempted, Classify, RetryPolicy};
 use actix::prelude::*;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
+use tokio::sync::oneshot;
 
 /// The result for one order of a batch.
 pub type PersistResult = Result<Persisted, Attempted<OrderStoreError>>;
 
-/// Store a batch of orders, in their order, in one transaction (group commit). Replies with one
-/// result per order: one order the database refuses does not fail the others.
+/// Store a batch of orders, in their order (and after the batches sent before it). Replies with
+/// one result per order: one order the database refuses does not fail the others.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Vec<PersistResult>")]
 pub struct PersistOrders {
     pub orders: Vec<Arc<ValidOrder>>,
 }
 
-/// Owns the order store (the connection pool).
+/// Owns the order store (the connection pool) and commits in groups: one transaction at a time,
+/// and every request that arrives while one runs joins the next (up to `max_group` orders), in
+/// arrival order. At low traffic a request is committed at once; at high traffic many requests
+/// share one commit.
 pub struct Processor {
     store: Arc<dyn OrderStore>,
     retry: RetryPolicy,
     metrics: ActorMetrics,
+    max_group: usize,
+    waiting: VecDeque<Waiting>,
+    committing: bool,
 }
 
+struct Waiting {
+    orders: Vec<Arc<ValidOrder>>,
+    reply: oneshot::Sender<Vec<PersistResult>>,
+}
+
+/// Requests a processor holds in its mailbox before senders wait: above any number of batches the
+/// consumer can have in flight, so requests are queued the moment they are sent, in order.
+const MAILBOX: usize = 4096;
+
 impl Processor {
-    pub fn new(store: Arc<dyn OrderStore>, retry: RetryPolicy, metrics: &Metrics) -> Self {
-        Self { store, retry, metrics: metrics.actor(ActorName::Processor) }
+    pub fn new(store: Arc<dyn OrderStore>, retry: RetryPolicy, max_group: usize, metrics: &Metrics) -> Self {
+        Self {
+            store,
+            retry,
+            metrics: metrics.actor(ActorName::Processor),
+            max_group: max_group.max(1),
+            waiting: VecDeque::new(),
+            committing: false,
+        }
+    }
+
+    /// Commits the requests waiting, oldest first, as one group.
+    fn commit_next(&mut self, ctx: &mut Context<Self>) {
+        if self.committing || self.waiting.is_empty() {
+            return;
+        }
+        let mut group = Vec::new();
+        let mut size = 0;
+        while let Some(next) = self.waiting.front() {
+            if !group.is_empty() && size + next.orders.len() > self.max_group {
+                break;
+            }
+            size += next.orders.len();
+            group.extend(self.waiting.pop_front());
+        }
+        self.committing = true;
+        let orders: Vec<_> = group.iter().flat_map(|w| w.orders.iter().cloned()).collect();
+        let (store, retry, metrics) = (self.store.clone(), self.retry, self.metrics.clone());
+        let committing = async move {
+            let started = Instant::now();
+            let _in_flight = metrics.in_flight(orders.len());
+            let results = persist(&*store, retry, &metrics, &orders).await;
+            metrics.handled(orders.len(), started);
+            for error in results.iter().filter_map(|r| r.as_ref().err()) {
+                metrics.failed(error.kind(), 1);
+            }
+            results
+        };
+        ctx.spawn(committing.into_actor(self).map(move |results, act, ctx| {
+            let mut results = results.into_iter();
+            for waiting in group {
+                let _ = waiting.reply.send(results.by_ref().take(waiting.orders.len()).collect());
+            }
+            act.committing = false;
+            act.commit_next(ctx);
+        }));
     }
 }
 
 impl Actor for Processor {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(MAILBOX);
+    }
 }
 
 impl Supervised for Processor {
     fn restarting(&mut self, _: &mut Self::Context) {
         tracing::warn!(actor = "processor", "restarting");
         self.metrics.restarted();
+        // Dropping the waiting requests answers them with an error: their deliveries are retried.
+        self.waiting.clear();
+        self.committing = false;
     }
 }
 
 impl Handler<PersistOrders> for Processor {
     type Result = ResponseFuture<Vec<PersistResult>>;
 
-    fn handle(&mut self, msg: PersistOrders, _: &mut Self::Context) -> Self::Result {
-        let (store, retry, metrics) = (self.store.clone(), self.retry, self.metrics.clone());
+    fn handle(&mut self, msg: PersistOrders, ctx: &mut Self::Context) -> Self::Result {
+        let (reply, result) = oneshot::channel();
+        let count = msg.orders.len();
+        self.waiting.push_back(Waiting { orders: msg.orders, reply });
+        self.commit_next(ctx);
         Box::pin(async move {
-            let started = Instant::now();
-            let _in_flight = metrics.in_flight(msg.orders.len());
-            let results = persist(&*store, retry, &metrics, &msg.orders).await;
-            metrics.handled(msg.orders.len(), started);
-            for error in results.iter().filter_map(|r| r.as_ref().err()) {
-                metrics.failed(error.kind(), 1);
-            }
-            results
+            result.await.unwrap_or_else(|_| {
+                let gone = Attempted::Failed(OrderStoreError::Unavailable("the processor restarted".into()));
+                vec![Err(gone); count]
+            })
         })
     }
 }

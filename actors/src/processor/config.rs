@@ -11,8 +11,10 @@ pub struct ProcessorConfig {
     pub database_url: SecretUrl,
     /// Most connections the pool opens.
     pub max_connections: u32,
-    /// Timeout and retries of one order transaction.
+    /// Timeout and retries of one transaction.
     pub retry: RetryPolicy,
+    /// Most orders committed in one transaction when requests pile up (group commit).
+    pub max_group: usize,
 }
 
 impl Default for ProcessorConfig {
@@ -21,6 +23,7 @@ impl Default for ProcessorConfig {
             database_url: SecretUrl::new("postgres://postgres@127.0.0.1:5432/postgres"),
             max_connections: 10,
             retry: RetryPolicy { timeout: Duration::from_secs(5), ..RetryPolicy::default() },
+            max_group: 500,
         }
     }
 }

@@ -10,6 +10,7 @@
 mod actor;
 mod config;
 pub mod entity;
+mod nodelay;
 mod sea_orm_store;
 mod store;
 

@@ -25,6 +25,16 @@ pub async fn connect(config: &ProcessorConfig) -> Result<DatabaseConnection, DbE
         .acquire_timeout(config.retry.timeout)
         .sqlx_logging(false)
         .connect_lazy(true);
+    let server = Arc::new(super::nodelay::server_addresses(config.database_url.expose()));
+    if !server.is_empty() {
+        options.map_sqlx_postgres_pool_opts(move |pool| {
+            let server = server.clone();
+            pool.after_connect(move |_, _| {
+                super::nodelay::set_towards(&server);
+                Box::pin(async { Ok(()) })
+            })
+        });
+    }
     Database::connect(options).await
 }
 
@@ -38,14 +48,16 @@ pub struct SeaOrmOrderStore {
 /// The whole batch in one statement, hence one transaction and one round trip: the orders are
 /// inserted in input order (`ON CONFLICT (correlation_id) DO NOTHING`), the lines of the new ones
 /// after them, and every input row comes back with its new order id, or NULL when the order
-/// existed already.
+/// existed already. The optional columns travel as text with `''` for "none" (never a valid
+/// value for them): the SeaORM/sqlx array binding cannot carry NULL elements.
 const INSERT_BATCH: &str = r"
 WITH input AS (
-    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::numeric[], $5::text[], $6::jsonb[], $7::timestamptz[])
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::numeric[], $5::text[], $6::text[], $7::text[])
         WITH ORDINALITY AS t(correlation_id, customer_id, currency, total, identity_subject, identity_claims, accepted_at, ord)
 ), inserted AS (
     INSERT INTO orders (correlation_id, customer_id, currency, total, identity_subject, identity_claims, accepted_at)
-    SELECT correlation_id, customer_id, currency, total, identity_subject, identity_claims, accepted_at
+    SELECT correlation_id, customer_id, currency, total,
+           NULLIF(identity_subject, ''), NULLIF(identity_claims, '')::jsonb, NULLIF(accepted_at, '')::timestamptz
     FROM input ORDER BY ord
     ON CONFLICT (correlation_id) DO NOTHING
     RETURNING order_id, correlation_id
@@ -168,17 +180,22 @@ fn batch_values(orders: &[Arc<ValidOrder>]) -> Vec<Value> {
         column(ArrayType::String, &|o| Value::String(Some(o.customer_id.clone()))),
         column(ArrayType::String, &|o| Value::String(Some(o.currency.clone()))),
         column(ArrayType::Decimal, &|o| Value::Decimal(Some(o.total()))),
-        column(ArrayType::String, &|o| Value::String(o.identity.as_ref().and_then(|i| i.subject.clone()))),
-        column(ArrayType::Json, &|o| {
-            Value::Json(o.identity.as_ref().map(|i| Box::new(serde_json::Value::Object(i.claims.clone()))))
+        column(ArrayType::String, &|o| text(o.identity.as_ref().and_then(|i| i.subject.clone()))),
+        column(ArrayType::String, &|o| {
+            text(o.identity.as_ref().map(|i| serde_json::Value::Object(i.claims.clone()).to_string()))
         }),
-        column(ArrayType::ChronoDateTimeUtc, &|o| Value::ChronoDateTimeUtc(o.accepted_at)),
+        column(ArrayType::String, &|o| text(o.accepted_at.map(|t| t.to_rfc3339()))),
         array(ArrayType::BigInt, lines().map(|(ord, _, _)| Value::BigInt(Some(ord)))),
         array(ArrayType::Int, lines().map(|(_, n, _)| Value::Int(Some(n)))),
         array(ArrayType::String, lines().map(|(_, _, l)| Value::String(Some(l.sku.clone())))),
         array(ArrayType::Int, lines().map(|(_, _, l)| Value::Int(Some(l.quantity as i32)))),
         array(ArrayType::Decimal, lines().map(|(_, _, l)| Value::Decimal(Some(l.unit_price)))),
     ]
+}
+
+/// An optional text column element: `''` stands for NULL.
+fn text(value: Option<String>) -> Value {
+    Value::String(Some(value.unwrap_or_default()))
 }
 
 fn order_row(order: &ValidOrder) -> orders::ActiveModel {
