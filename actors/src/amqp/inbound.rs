@@ -11,6 +11,7 @@ use lapin::options::{
 };
 use lapin::types::{FieldTable, ShortString};
 use lapin::{Acker, BasicProperties, Channel, Connection};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,10 +28,73 @@ impl AmqpInbound {
 }
 
 /// What a delivery needs to settle itself: the confirm-mode channel used to move messages to a
-/// retry or dead-letter queue, and where those are.
+/// retry or dead-letter queue, where those are, and the acks of the consuming channel.
 struct SettleChannel {
     channel: Channel,
     topology: Arc<Topology>,
+    acks: Acks,
+}
+
+/// Acks the deliveries of one channel with as few frames as possible. An ack with `multiple` set
+/// covers every earlier delivery tag, so it is sent only up to the first delivery that is not
+/// settled yet; later acks wait for it. Deliveries settled otherwise (rejected, requeued) are
+/// skipped by `multiple`, which only covers unacknowledged tags.
+struct Acks {
+    channel: Channel,
+    state: std::sync::Mutex<AckState>,
+    /// The highest tag acked so far; locked while a frame is handed over, so acks leave in order.
+    sent: tokio::sync::Mutex<u64>,
+}
+
+#[derive(Default)]
+struct AckState {
+    unsettled: BTreeSet<u64>,
+    /// Settled by an ack that has not been sent yet.
+    waiting: BTreeSet<u64>,
+}
+
+impl Acks {
+    fn new(channel: Channel) -> Self {
+        Self { channel, state: Default::default(), sent: tokio::sync::Mutex::new(0) }
+    }
+
+    fn received(&self, tag: u64) {
+        self.state.lock().unwrap().unsettled.insert(tag);
+    }
+
+    async fn ack(&self, tag: u64) -> Result<(), BrokerError> {
+        self.settled(tag, true).await
+    }
+
+    /// `tag` was settled without an ack (rejected or requeued).
+    async fn released(&self, tag: u64) -> Result<(), BrokerError> {
+        self.settled(tag, false).await
+    }
+
+    async fn settled(&self, tag: u64, acked: bool) -> Result<(), BrokerError> {
+        let highest = {
+            let mut state = self.state.lock().unwrap();
+            state.unsettled.remove(&tag);
+            if acked {
+                state.waiting.insert(tag);
+            }
+            let limit = state.unsettled.first().copied().unwrap_or(u64::MAX);
+            let Some(highest) = state.waiting.range(..limit).next_back().copied() else { return Ok(()) };
+            state.waiting = state.waiting.split_off(&(highest + 1));
+            highest
+        };
+        let mut sent = self.sent.lock().await;
+        // A later ack may have gone first; it covered this one.
+        if highest <= *sent {
+            return Ok(());
+        }
+        self.channel
+            .basic_ack(highest, BasicAckOptions { multiple: true })
+            .await
+            .map_err(|e| BrokerError::Closed(e.to_string()))?;
+        *sent = highest;
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -62,14 +126,17 @@ impl InboundBroker for AmqpInbound {
             .await
             .map_err(protocol_error)?;
         let consumer_tag = consumer.tag();
-        let settle = Arc::new(SettleChannel { channel: settle_channel, topology: self.topology.clone() });
+        let acks = Acks::new(channel.clone());
+        let settle = Arc::new(SettleChannel { channel: settle_channel, topology: self.topology.clone(), acks });
         let deliveries = consumer
             .map(move |delivery| {
                 let delivery = delivery.map_err(|e| BrokerError::Closed(e.to_string()))?;
+                settle.acks.received(delivery.delivery_tag);
                 let body = bytes::Bytes::from(delivery.data);
                 Ok(Delivery {
                     message: convert::inbound_message(body.clone(), &delivery.properties, delivery.redelivered),
                     settle: Box::new(AmqpSettle {
+                        tag: delivery.delivery_tag,
                         acker: delivery.acker,
                         body,
                         properties: delivery.properties,
@@ -106,6 +173,7 @@ impl SubscriptionControl for AmqpSubscription {
 }
 
 struct AmqpSettle {
+    tag: u64,
     acker: Acker,
     body: bytes::Bytes,
     properties: BasicProperties,
@@ -120,14 +188,14 @@ impl AmqpSettle {
         let headers = convert::merge_headers(self.properties.headers().as_ref(), failure.headers());
         let properties = convert::without_expiration(&self.properties).with_headers(headers);
         publish_confirmed(&self.channel.channel, queue, &self.body, properties).await?;
-        ack(&self.acker).await
+        self.channel.acks.ack(self.tag).await
     }
 }
 
 #[async_trait]
 impl Settle for AmqpSettle {
     async fn ack(self: Box<Self>) -> Result<(), BrokerError> {
-        ack(&self.acker).await
+        self.channel.acks.ack(self.tag).await
     }
 
     async fn retry_later(self: Box<Self>, delay: Duration, failure: &FailureRecord) -> Result<(), BrokerError> {
@@ -139,6 +207,7 @@ impl Settle for AmqpSettle {
             // The broker would not take the copy: hand the original back instead, so it is
             // neither lost nor held.
             let _ = self.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+            let _ = self.channel.acks.released(self.tag).await;
         }
         moved
     }
@@ -152,15 +221,8 @@ impl Settle for AmqpSettle {
                 .reject(BasicRejectOptions { requeue: false })
                 .await
                 .map_err(|e| BrokerError::Closed(e.to_string()))?;
+            let _ = self.channel.acks.released(self.tag).await;
         }
         moved
-    }
-}
-
-async fn ack(acker: &Acker) -> Result<(), BrokerError> {
-    match acker.ack(BasicAckOptions::default()).await {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(BrokerError::Closed("delivery was already settled or its channel is gone".into())),
-        Err(e) => Err(BrokerError::Closed(e.to_string())),
     }
 }

@@ -84,8 +84,6 @@ impl Topology {
         let mut arguments = FieldTable::default();
         if self.queue_type == QueueType::Quorum {
             arguments.insert("x-queue-type".into(), text("quorum"));
-        } else {
-            arguments.insert("x-queue-version".into(), AMQPValue::LongLongInt(2));
         }
         arguments
     }
