@@ -5,6 +5,8 @@
 //! and `REDIS_URL`, defaulting to the local services.
 #![allow(dead_code)]
 
+pub mod worker;
+
 use fred::prelude::{Client as RedisClient, ClientLike, KeysInterface};
 use futures::StreamExt;
 use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueDeclareOptions, QueueDeleteOptions};
