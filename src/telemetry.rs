@@ -53,11 +53,23 @@ impl std::str::FromStr for LogFormat {
     }
 }
 
-/// Whether the OTLP exporters are on: an endpoint is configured and the SDK is not disabled.
-pub fn otlp_enabled() -> bool {
+/// The signals OTLP can carry.
+#[derive(Debug, Clone, Copy)]
+pub enum Signal {
+    Traces,
+    Metrics,
+}
+
+/// Whether `signal` is exported over OTLP: an endpoint is configured for it (the common one or
+/// its own) and the SDK is not disabled.
+pub fn otlp_enabled(signal: Signal) -> bool {
     let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.trim().is_empty());
     let disabled = std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
-    !disabled && (set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+    let own = match signal {
+        Signal::Traces => "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        Signal::Metrics => "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+    };
+    !disabled && (set("OTEL_EXPORTER_OTLP_ENDPOINT") || set(own))
 }
 
 fn resource() -> Resource {
@@ -85,7 +97,7 @@ pub struct Telemetry {
 pub fn init(format: LogFormat) -> anyhow::Result<Telemetry> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let mut tracer_provider = SdkTracerProvider::builder().with_resource(resource());
-    let otlp = otlp_enabled();
+    let otlp = otlp_enabled(Signal::Traces);
     if otlp {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
@@ -209,7 +221,7 @@ impl MetricsExporter {
             .without_target_info()
             .build()?;
         let mut provider = SdkMeterProvider::builder().with_resource(resource()).with_reader(prometheus);
-        if otlp_enabled() {
+        if otlp_enabled(Signal::Metrics) {
             let exporter = opentelemetry_otlp::MetricExporter::builder()
                 .with_tonic()
                 .build()

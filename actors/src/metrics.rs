@@ -6,7 +6,7 @@
 //! `order_process.actor.messages` into `order_process_actor_messages_total` and
 //! `order_process.processing.duration` (unit `s`) into `order_process_processing_duration_seconds`.
 
-use crate::retry::Classify;
+use crate::retry::{Attempted, Classify, RetryPolicy};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter, UpDownCounter};
 use std::future::Future;
@@ -105,12 +105,18 @@ impl Metrics {
         let gauge =
             |name: &'static str, description: &'static str| meter.u64_gauge(name).with_description(description).build();
         Self(Arc::new(Instruments {
-            actor_messages: counter("order_process.actor.messages", "Messages an actor handled"),
+            actor_messages: counter(
+                "order_process.actor.messages",
+                "Items an actor handled: deliveries, status changes, orders stored, events published",
+            ),
             actor_failures: counter(
                 "order_process.actor.failures",
                 "Messages an actor failed, after its retries, by error kind",
             ),
-            actor_duration: seconds("order_process.actor.handling.duration", "Time an actor took for one message"),
+            actor_duration: seconds(
+                "order_process.actor.handling.duration",
+                "Time an actor took for one request (a batch)",
+            ),
             actor_in_flight: meter
                 .i64_up_down_counter("order_process.actor.in_flight")
                 .with_description(
@@ -139,6 +145,27 @@ impl Metrics {
             ),
             queue_messages: gauge("order_process.queue.messages", "Messages ready in a queue, sampled from the broker"),
         }))
+        .with_known_series()
+    }
+
+    /// Counters start at 0 for every label set known in advance, so that `increase()` sees the
+    /// first restart, reconnect or dead letter too (a series that appears at 1 shows no increase).
+    fn with_known_series(self) -> Self {
+        let m = &self.0;
+        for outcome in [Outcome::Processed, Outcome::Duplicate, Outcome::Retried, Outcome::DeadLettered] {
+            m.messages.add(0, &[KeyValue::new("outcome", outcome.as_str())]);
+        }
+        for reason in ["invalid", "permanent-failure", "retries-exhausted"] {
+            m.dead_letters.add(0, &[KeyValue::new("reason", reason)]);
+        }
+        for actor in [Actor::Consumer, Actor::Processor, Actor::StatusWriter, Actor::Publisher] {
+            m.actor_restarts.add(0, &[KeyValue::new("actor", actor.as_str())]);
+            m.actor_messages.add(0, &[KeyValue::new("actor", actor.as_str())]);
+        }
+        for dependency in ["broker", "database", "redis"] {
+            m.dependency_reconnects.add(0, &[KeyValue::new("dependency", dependency)]);
+        }
+        self
     }
 
     /// Instruments that record nothing (tests that do not look at metrics).
@@ -232,13 +259,13 @@ impl ActorMetrics {
         self.metrics.0.dependency_errors.add(1, &labels);
     }
 
-    /// Runs one attempt of a dependency call, counting it if it fails.
-    pub async fn attempt<T, E: Classify>(&self, call: impl Future<Output = Result<T, E>>) -> Result<T, E> {
-        let result = call.await;
-        if let Err(error) = &result {
-            self.dependency_error(error.kind());
-        }
-        result
+    /// Runs a dependency call under `retry`, counting every failed attempt (timeouts included).
+    pub async fn call<T, E: Classify, F, Fut>(&self, retry: RetryPolicy, call: F) -> Result<T, Attempted<E>>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        retry.run_reporting(call, |error| self.dependency_error(error.kind())).await
     }
 
     pub fn restarted(&self) {

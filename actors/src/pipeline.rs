@@ -87,6 +87,8 @@ impl StageFailure {
 pub struct Traced {
     pub order: Arc<ValidOrder>,
     pub span: tracing::Span,
+    /// The message arrived with a trace context.
+    pub continued: bool,
 }
 
 impl Stages {
@@ -152,7 +154,11 @@ impl Stages {
                 let persisted = results[*i].as_ref().and_then(|r| r.as_ref().ok()).expect("stored");
                 let event =
                     OrderProcessed { correlation_id: batch[*i].order.correlation_id, order_id: persisted.order_id };
-                EventToPublish { event, parent: batch[*i].span.clone(), traced: traced[*i] }
+                // A trace that arrived with the message, or one recorded here, goes on with the event.
+                // One this service started without recording it does not: downstream would take
+                // its "not sampled" flag for a decision and drop its own spans.
+                let pass_on = traced[*i] || batch[*i].continued;
+                EventToPublish { event, parent: batch[*i].span.clone(), traced: traced[*i], pass_on }
             })
             .collect();
         match self.publisher.send(PublishEvents { events }).await {

@@ -83,22 +83,42 @@ impl RetryPolicy {
     }
 
     /// Runs `call` until it succeeds, fails permanently, or the retries are spent.
-    pub async fn run<T, E, F, Fut>(&self, mut call: F) -> Result<T, Attempted<E>>
+    pub async fn run<T, E, F, Fut>(&self, call: F) -> Result<T, Attempted<E>>
+    where
+        E: Classify,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        self.run_reporting(call, |_| ()).await
+    }
+
+    /// Like [`Self::run`], and tells `report` about every failed attempt (timeouts included),
+    /// e.g. to count dependency errors.
+    pub async fn run_reporting<T, E, F, Fut>(
+        &self,
+        mut call: F,
+        report: impl Fn(&Attempted<E>),
+    ) -> Result<T, Attempted<E>>
     where
         E: Classify,
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
         let timeout = self.timeout;
+        let report = &report;
         RetryIf::start(
             self.backoff(),
             || {
                 let attempt = call();
                 async move {
-                    match tokio::time::timeout(timeout, attempt).await {
+                    let result = match tokio::time::timeout(timeout, attempt).await {
                         Ok(result) => result.map_err(Attempted::Failed),
                         Err(_) => Err(Attempted::TimedOut(timeout)),
+                    };
+                    if let Err(error) = &result {
+                        report(error);
                     }
+                    result
                 }
             },
             |error: &Attempted<E>| error.is_transient(),

@@ -53,6 +53,13 @@ pub struct BenchArgs {
     pub sweep_plot: Option<PathBuf>,
     #[arg(long, default_value = "1/64,8/128,32/256,128/512,256/1024")]
     pub sweep: String,
+    /// Offer these rates (orders/s) for the latency measurements instead of 25, 50 and 90 % of
+    /// the measured maximum, e.g. to compare configurations at the same load.
+    #[arg(long, value_delimiter = ',')]
+    pub rates: Vec<f64>,
+    /// Batch linger of the worker (ORDER_PROCESS_BATCH_LINGER).
+    #[arg(long, default_value = "2ms")]
+    pub batch_linger: String,
     /// Write the results as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -143,6 +150,7 @@ impl Bench {
             ("ORDER_PROCESS_REDIS_KEY_PREFIX", self.key_prefix()),
             ("ORDER_PROCESS_PREFETCH", prefetch.to_string()),
             ("ORDER_PROCESS_BATCH_SIZE", batch_size.to_string()),
+            ("ORDER_PROCESS_BATCH_LINGER", self.args.batch_linger.clone()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -351,8 +359,13 @@ async fn measure(bench: &Bench) -> anyhow::Result<Report> {
     bench.reset().await?;
 
     let mut latency = Vec::new();
-    for share in [0.25, 0.5, 0.9] {
-        let rate = drained.per_second * share;
+    let rates: Vec<f64> = if args.rates.is_empty() {
+        [0.25, 0.5, 0.9].iter().map(|share| drained.per_second * share).collect()
+    } else {
+        args.rates.clone()
+    };
+    for rate in rates {
+        let share = rate / drained.per_second;
         eprintln!(
             "[bench] latency at {:.0} % of the maximum: {rate:.0} orders/s for {} s",
             share * 100.0,

@@ -62,8 +62,14 @@ impl BatchHandler {
                 Err(rejected) => done.push((pending, Outcome::Invalid(rejected))),
             }
         }
-        let batch: Vec<Traced> =
-            valid.iter().map(|(p, order)| Traced { order: order.clone(), span: p.span.clone() }).collect();
+        let batch: Vec<Traced> = valid
+            .iter()
+            .map(|(p, order)| Traced {
+                order: order.clone(),
+                span: p.span.clone(),
+                continued: p.message.headers.contains_key("traceparent"),
+            })
+            .collect();
         let results = if batch.is_empty() { Vec::new() } else { self.stages.process(batch, turn).await };
         done.extend(valid.into_iter().zip(results).map(|((pending, _), result)| {
             let outcome = match result {
@@ -84,8 +90,11 @@ impl BatchHandler {
     }
 
     fn span(&self, message: &InboundMessage) -> tracing::Span {
+        // The trace id of a message that arrives with one, in every log line about it.
+        let trace_id = message.headers.get("traceparent").and_then(|t| t.get(3..35)).unwrap_or_default();
         let span = tracing::info_span!(
             "delivery",
+            trace_id,
             otel.name = %format_args!("process {}", self.destination),
             otel.kind = "consumer",
             messaging.system = self.system,
@@ -116,7 +125,6 @@ impl BatchHandler {
             Disposition::DeadLetter(failure) => {
                 let reason = failure.dead_letter_reason.unwrap_or("unknown");
                 tracing::error!(reason, attempts = failure.attempts, error = %failure.error, "message dead-lettered");
-                self.metrics.all().dead_lettered(reason);
                 self.mark_failed(pending.claimed.as_deref()).await;
                 metrics::Outcome::DeadLettered
             }
@@ -129,12 +137,19 @@ impl BatchHandler {
         match &settled {
             Ok(()) => {
                 self.metrics.all().settled(counted);
-                if disposition == Disposition::Ack {
-                    self.metrics.all().processing_time(pending.received);
+                match &disposition {
+                    Disposition::Ack => self.metrics.all().processing_time(pending.received),
+                    Disposition::DeadLetter(failure) => {
+                        self.metrics.all().dead_lettered(failure.dead_letter_reason.unwrap_or("unknown"))
+                    }
+                    Disposition::RetryLater { .. } => {}
                 }
             }
             // The broker gets the message back when the channel closes; nothing is lost.
-            Err(error) => tracing::warn!(%error, "could not settle the delivery; the broker will redeliver it"),
+            Err(error) => {
+                self.metrics.dependency_error(crate::retry::Classify::kind(error));
+                tracing::warn!(%error, "could not settle the delivery; the broker will redeliver it")
+            }
         }
         settled.map(|()| disposition)
     }

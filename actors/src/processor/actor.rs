@@ -151,7 +151,7 @@ async fn persist(
         .collect();
     let in_one = |batch: &[Arc<ValidOrder>]| {
         let batch = batch.to_vec();
-        async move { retry.run(|| metrics.attempt(store.persist_batch(&batch))).await }
+        async move { metrics.call(retry, || store.persist_batch(&batch)).await }
     };
     let stored: Vec<PersistResult> = match in_one(&unique).await {
         Ok(persisted) => persisted.into_iter().map(Ok).collect(),

@@ -14,9 +14,10 @@ use tokio::sync::watch;
 pub struct EventToPublish {
     pub event: OrderProcessed,
     pub parent: tracing::Span,
-    /// The delivery's trace is recorded: trace the publish as its child span. Otherwise the
-    /// event only carries the trace context on.
+    /// The delivery's trace is recorded: trace the publish as its child span.
     pub traced: bool,
+    /// Put the trace context in the event's headers.
+    pub pass_on: bool,
 }
 
 /// Publish the events of a batch of stored orders. All are in flight at once and their confirms
@@ -132,7 +133,9 @@ impl Handler<PublishEvents> for Publisher {
             .map(|e| {
                 let mut message = e.event.to_message(&self.destination);
                 let span = if e.traced { self.publish_span(&e.parent, &message) } else { e.parent };
-                trace_context::inject(&span, &mut message.headers);
+                if e.pass_on {
+                    trace_context::inject(&span, &mut message.headers);
+                }
                 (message, span)
             })
             .unzip();
@@ -144,7 +147,7 @@ impl Handler<PublishEvents> for Publisher {
                 let (outbox, me, metrics) = (outbox.clone(), me.clone(), &metrics);
                 let publish = move || {
                     let (mut outbox, message, me) = (outbox.clone(), message.clone(), me.clone());
-                    metrics.attempt(async move {
+                    async move {
                         let current = outbox
                             .wait_for(Option::is_some)
                             .await
@@ -156,9 +159,9 @@ impl Handler<PublishEvents> for Publisher {
                             me.do_send(OutboxLost);
                         }
                         published
-                    })
+                    }
                 };
-                async move { retry.run(publish).await }
+                metrics.call(retry, publish)
             });
             let results = futures::future::join_all(publishing).await;
             drop(spans);

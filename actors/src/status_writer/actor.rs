@@ -48,8 +48,8 @@ impl Handler<SetStatuses> for StatusWriter {
             if msg.ids.is_empty() {
                 return Ok(Vec::new());
             }
-            let write = || metrics.attempt(store.advance(&msg.ids, msg.status));
-            metrics.handle(msg.ids.len(), retry.run(write)).await
+            let write = || store.advance(&msg.ids, msg.status);
+            metrics.handle(msg.ids.len(), metrics.call(retry, write)).await
         })
     }
 }
