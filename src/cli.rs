@@ -137,6 +137,11 @@ pub struct RunArgs {
     #[arg(long, env = "ORDER_PROCESS_DELIVERY_LIMIT", hide_env_values = true, default_value_t = AmqpConfig::default().delivery_limit, value_parser = clap::value_parser!(u32).range(1..))]
     pub delivery_limit: u32,
 
+    /// Strict order across replicas: one replica consumes, the others stand by (RabbitMQ single
+    /// active consumer on the inbound queue).
+    #[arg(long, env = "ORDER_PROCESS_SINGLE_ACTIVE_CONSUMER", hide_env_values = true, default_value_t = AmqpConfig::default().single_active_consumer, action = clap::ArgAction::Set)]
+    pub single_active_consumer: bool,
+
     /// Deliveries processed at once (AMQP prefetch).
     #[arg(long, env = "ORDER_PROCESS_PREFETCH", hide_env_values = true, default_value_t = ConsumerConfig::default().prefetch, value_parser = clap::value_parser!(u16).range(1..))]
     pub prefetch: u16,
@@ -222,6 +227,7 @@ impl RunArgs {
             outbound_queue: self.outbound_queue,
             queue_type: self.queue_type,
             delivery_limit: self.delivery_limit,
+            single_active_consumer: self.single_active_consumer,
             ..self.broker.into_config()
         };
         let consumer = ConsumerConfig {

@@ -223,3 +223,29 @@ async fn a_crash_in_the_middle_of_a_batch_leaves_no_partial_batch_and_nothing_st
     assert_eq!(env.ready_count(&env.inbound()).await, 0);
     env.cleanup().await;
 }
+
+#[actix_rt::test]
+async fn with_a_single_active_consumer_two_replicas_store_in_queue_order_and_the_standby_takes_over() {
+    let mut env = TestEnv::new().await;
+    env.settings.amqp.single_active_consumer = true;
+    env.settings.consumer.batch_size = 16;
+    let first = env.spawn_ready_app().await;
+    let second = env.spawn_ready_app().await;
+    let ids: Vec<String> = (0..200).map(|_| new_correlation_id()).collect();
+    for cid in &ids[..100] {
+        env.publish(order(cid).to_string().as_bytes(), Some(cid)).await;
+    }
+    eventually("100 events", || async { (env.ready_count(&env.outbound()).await == 100).then_some(()) }).await;
+
+    // One replica goes; the other takes over where it stopped.
+    first.run_until_stopped(async {}).await.unwrap();
+    for cid in &ids[100..] {
+        env.publish(order(cid).to_string().as_bytes(), Some(cid)).await;
+    }
+    eventually("200 events", || async { (env.ready_count(&env.outbound()).await == 200).then_some(()) }).await;
+
+    let by_order_id: Vec<String> = env.orders().await.into_iter().map(|o| o.correlation_id).collect();
+    assert_eq!(by_order_id, ids, "order ids follow the queue's order across both replicas");
+    second.run_until_stopped(async {}).await.unwrap();
+    env.cleanup().await;
+}

@@ -36,7 +36,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 100_000)]
     pub orders: usize,
     /// Messages (and orders) for each ceiling measurement.
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(long, default_value_t = 100_000)]
     pub ceiling_orders: usize,
     /// Seconds of traffic at each fixed rate for the latency measurements.
     #[arg(long, default_value_t = 10)]
@@ -58,7 +58,7 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',')]
     pub rates: Vec<f64>,
     /// Batch linger of the worker (ORDER_PROCESS_BATCH_LINGER).
-    #[arg(long, default_value = "2ms")]
+    #[arg(long, default_value_t = actors::retry::format_duration(actors::consumer::ConsumerConfig::default().batch_linger))]
     pub batch_linger: String,
     /// Write the results as JSON to this file.
     #[arg(long)]

@@ -19,6 +19,10 @@ pub struct AmqpConfig {
     /// before the broker dead-letters it, so a message that crashes the worker cannot loop
     /// forever. RabbitMQ 4 would otherwise apply its own default of 20.
     pub delivery_limit: u32,
+    /// Only one consumer of the inbound queue receives messages; the others wait as standbys and
+    /// one takes over when it goes (RabbitMQ single active consumer). Orders are then stored in
+    /// queue order across all replicas, at the throughput of one.
+    pub single_active_consumer: bool,
 }
 
 impl Default for AmqpConfig {
@@ -30,6 +34,7 @@ impl Default for AmqpConfig {
             dead_letter_queue: String::new(),
             queue_type: QueueType::Classic,
             delivery_limit: 50,
+            single_active_consumer: false,
         }
     }
 }

@@ -29,6 +29,7 @@ pub struct Topology {
     pub retry: Vec<(Duration, String)>,
     queue_type: QueueType,
     delivery_limit: u32,
+    single_active_consumer: bool,
 }
 
 impl Topology {
@@ -47,6 +48,7 @@ impl Topology {
                 .collect(),
             queue_type: config.queue_type,
             delivery_limit: config.delivery_limit,
+            single_active_consumer: config.single_active_consumer,
         }
     }
 
@@ -61,6 +63,9 @@ impl Topology {
         dead_letter_to(&mut inbound, &self.dead_letter);
         if self.queue_type == QueueType::Quorum {
             inbound.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(self.delivery_limit.into()));
+        }
+        if self.single_active_consumer {
+            inbound.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
         }
         declare(channel, &self.inbound, inbound).await?;
 

@@ -28,7 +28,7 @@ impl Default for ConsumerConfig {
         Self {
             prefetch: 512,
             batch_size: 128,
-            batch_linger: Duration::from_millis(2),
+            batch_linger: Duration::from_millis(1),
             redelivery: RedeliveryPolicy::default(),
             drain_timeout: Duration::from_secs(20),
         }
