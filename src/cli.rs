@@ -40,6 +40,8 @@ pub enum Command {
     Dlq(DlqArgs),
     /// Measure throughput, latency, CPU and memory against the configured services.
     Bench(crate::bench::BenchArgs),
+    /// Watch the pipeline work: publish synthetic orders, process them, print a verified summary.
+    Demo(crate::demo::DemoArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -263,12 +265,23 @@ impl RunArgs {
 }
 
 impl Command {
+    /// Log levels when `RUST_LOG` is not set: the worker reports at info (sqlx reports every
+    /// skipped "IF NOT EXISTS" of the migrations there, so it gets warn); the interactive
+    /// commands, whose output is on stdout, only report errors.
+    pub fn default_log_filter(&self) -> &'static str {
+        match self {
+            Self::Run(_) | Self::Migrate(_) => "info,sqlx=warn",
+            Self::Dlq(_) | Self::Bench(_) | Self::Demo(_) => "error",
+        }
+    }
+
     pub fn log_format(&self) -> LogFormat {
         match self {
             Self::Run(args) => args.log.log_format,
             Self::Migrate(args) => args.log.log_format,
             Self::Dlq(args) => args.log.log_format,
             Self::Bench(_) => LogFormat::Pretty,
+            Self::Demo(args) => args.run.log.log_format,
         }
     }
 }

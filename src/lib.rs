@@ -7,8 +7,10 @@
 
 pub mod bench;
 pub mod cli;
+pub mod demo;
 pub mod dlq;
 pub mod http;
+pub mod latency;
 pub mod settings;
 pub mod startup;
 pub mod telemetry;
@@ -30,6 +32,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Dlq(args) => dlq::run(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Demo(args) => demo::run(args).await,
         Command::Migrate(args) => {
             startup::migrate(&args.database_url).await?;
             tracing::info!("migrations applied");

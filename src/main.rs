@@ -3,7 +3,7 @@ use std::process::ExitCode;
 #[actix::main]
 async fn main() -> ExitCode {
     let command = order_process::cli::parse().into_command();
-    let telemetry = match order_process::telemetry::init(command.log_format()) {
+    let telemetry = match order_process::telemetry::init(command.log_format(), command.default_log_filter()) {
         Ok(telemetry) => telemetry,
         Err(error) => {
             eprintln!("error: {error:#}");

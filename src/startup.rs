@@ -94,6 +94,11 @@ impl Application {
         self.http_addr
     }
 
+    /// The Prometheus exposition of this worker's metrics (what `/metrics` serves).
+    pub fn metrics_text(&self) -> String {
+        self.metrics.render()
+    }
+
     pub fn health(&self) -> &Health {
         &self.worker.health
     }

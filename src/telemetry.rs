@@ -93,8 +93,9 @@ pub struct Telemetry {
     tracer_provider: SdkTracerProvider,
 }
 
-/// Installs the global subscriber and propagator.
-pub fn init(format: LogFormat) -> anyhow::Result<Telemetry> {
+/// Installs the global subscriber and propagator. `default_filter` applies when `RUST_LOG` is not
+/// set.
+pub fn init(format: LogFormat, default_filter: &str) -> anyhow::Result<Telemetry> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let mut tracer_provider = SdkTracerProvider::builder().with_resource(resource());
     let otlp = otlp_enabled(Signal::Traces);
@@ -110,8 +111,7 @@ pub fn init(format: LogFormat) -> anyhow::Result<Telemetry> {
     let tracer_provider = tracer_provider.build();
     let otel = tracing_opentelemetry::layer().with_tracer(tracer_provider.tracer("order-process"));
 
-    // sqlx reports every skipped "IF NOT EXISTS" of the migrations at info.
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Pretty => false,

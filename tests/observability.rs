@@ -91,7 +91,7 @@ fn traceparent_header() -> FieldTable {
 
 #[actix_rt::test]
 async fn the_trace_context_travels_from_the_inbound_to_the_outbound_message() {
-    let _telemetry = order_process::telemetry::init(order_process::telemetry::LogFormat::Json).unwrap();
+    let _telemetry = order_process::telemetry::init(order_process::telemetry::LogFormat::Json, "info").unwrap();
     let env = TestEnv::new().await;
     let app = env.spawn_ready_app().await;
     let cid = new_correlation_id();
@@ -153,7 +153,7 @@ async fn the_spans_of_one_message_reach_an_otlp_collector_with_their_links() {
         std::env::set_var("OTEL_BSP_SCHEDULE_DELAY", "100");
         std::env::set_var("OTEL_SERVICE_NAME", "order-process-test");
     }
-    let telemetry = order_process::telemetry::init(order_process::telemetry::LogFormat::Json).unwrap();
+    let telemetry = order_process::telemetry::init(order_process::telemetry::LogFormat::Json, "info").unwrap();
     let env = TestEnv::new().await;
     let app = env.spawn_ready_app().await;
     let cid = new_correlation_id();

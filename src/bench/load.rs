@@ -26,23 +26,31 @@ pub fn order_body(correlation_id: Uuid) -> Vec<u8> {
     .into_bytes()
 }
 
-async fn publish(channel: &Channel, queue: &str, body: Vec<u8>, id: Uuid) -> anyhow::Result<lapin::PublisherConfirm> {
+async fn publish(channel: &Channel, queue: &str, body: Vec<u8>, id: &str) -> anyhow::Result<lapin::PublisherConfirm> {
     let properties = BasicProperties::default()
         .with_delivery_mode(2)
         .with_content_type("application/json".into())
-        .with_correlation_id(id.to_string().into());
+        .with_correlation_id(id.into());
     Ok(channel.basic_publish("".into(), queue.into(), BasicPublishOptions::default(), &body, properties).await?)
 }
 
 /// Publishes `count` new orders as fast as the broker confirms them.
 pub async fn preload(channel: &Channel, queue: &str, count: usize) -> anyhow::Result<()> {
+    publish_all(channel, queue, (0..count).map(|_| Uuid::new_v4()).map(|id| (order_body(id), id.to_string()))).await
+}
+
+/// Publishes `messages` (body, correlation id) in order, as fast as the broker confirms them.
+pub async fn publish_all(
+    channel: &Channel,
+    queue: &str,
+    messages: impl IntoIterator<Item = (Vec<u8>, String)>,
+) -> anyhow::Result<()> {
     let mut confirms = FuturesUnordered::new();
-    for _ in 0..count {
+    for (body, correlation_id) in messages {
         if confirms.len() >= IN_FLIGHT {
             confirms.next().await.expect("not empty")?;
         }
-        let id = Uuid::new_v4();
-        confirms.push(publish(channel, queue, order_body(id), id).await?);
+        confirms.push(publish(channel, queue, body, &correlation_id).await?);
     }
     while let Some(confirm) = confirms.next().await {
         anyhow::ensure!(confirm?.is_ack(), "the broker refused a message");
@@ -59,7 +67,7 @@ pub async fn at_rate(channel: &Channel, queue: &str, rate: f64, duration: Durati
         let due = (started.elapsed().as_secs_f64() * rate) as usize;
         while sent < due {
             let id = Uuid::new_v4();
-            confirms.push(publish(channel, queue, order_body(id), id).await?);
+            confirms.push(publish(channel, queue, order_body(id), &id.to_string()).await?);
             sent += 1;
         }
         while let Some(Some(confirm)) = futures::FutureExt::now_or_never(confirms.next()) {
@@ -102,6 +110,10 @@ impl EventCounter {
 
     pub fn total(&self) -> usize {
         self.total.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn correlation_ids(&self) -> Vec<String> {
+        self.seen.lock().unwrap().keys().cloned().collect()
     }
 
     pub fn distinct(&self) -> usize {

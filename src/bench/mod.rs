@@ -13,7 +13,7 @@
 //! 5. optionally a sweep of batch size and prefetch, plotted as SVG.
 
 mod ceilings;
-mod load;
+pub(crate) mod load;
 mod plot;
 mod process;
 
@@ -221,9 +221,9 @@ impl Bench {
         self.wait_for_events(already + sent as u32, Duration::from_secs(120)).await?;
         let after = worker.get("/metrics").await?.1;
         let ms = |name: &str, selector: &str, q| {
-            process::quantile(
-                &process::histogram(&before, name, selector),
-                &process::histogram(&after, name, selector),
+            crate::latency::quantile(
+                &crate::latency::histogram(&before, name, selector),
+                &crate::latency::histogram(&after, name, selector),
                 q,
             )
             .map(|s| s * 1000.0)

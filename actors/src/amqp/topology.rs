@@ -52,6 +52,13 @@ impl Topology {
         }
     }
 
+    /// Every queue of the topology, by name.
+    pub fn queues(&self) -> Vec<String> {
+        let mut queues = vec![self.inbound.clone(), self.outbound.clone(), self.dead_letter.clone()];
+        queues.extend(self.retry.iter().map(|(_, name)| name.clone()));
+        queues
+    }
+
     /// The retry queue whose delay is the shortest one not below `delay` (or the longest).
     pub fn retry_queue_for(&self, delay: Duration) -> Option<&str> {
         self.retry.iter().find(|(d, _)| *d >= delay).or(self.retry.last()).map(|(_, name)| name.as_str())

@@ -124,7 +124,12 @@ impl BatchHandler {
             }
             Disposition::DeadLetter(failure) => {
                 let reason = failure.dead_letter_reason.unwrap_or("unknown");
-                tracing::error!(reason, attempts = failure.attempts, error = %failure.error, "message dead-lettered");
+                // An invalid message is its sender's mistake; anything else is this service's.
+                if failure.kind == "invalid" {
+                    tracing::warn!(reason, attempts = failure.attempts, error = %failure.error, "message dead-lettered");
+                } else {
+                    tracing::error!(reason, attempts = failure.attempts, error = %failure.error, "message dead-lettered");
+                }
                 self.mark_failed(pending.claimed.as_deref()).await;
                 metrics::Outcome::DeadLettered
             }

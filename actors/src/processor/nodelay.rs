@@ -14,6 +14,9 @@ use std::os::fd::{BorrowedFd, RawFd};
 
 /// The addresses of the PostgreSQL server of `url`, if it is reached over TCP.
 pub fn server_addresses(url: &str) -> Vec<SocketAddr> {
+    if !url.starts_with("postgres") {
+        return Vec::new();
+    }
     let Ok(options) = url.parse::<PgConnectOptions>() else { return Vec::new() };
     let host = options.get_host();
     if host.starts_with('/') {

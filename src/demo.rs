@@ -1,0 +1,309 @@
+//! `order-process demo`: the whole pipeline at work, on a laptop, in one command.
+//!
+//! Publishes synthetic orders (with a share of duplicates and of invalid messages), runs the
+//! worker in this process, shows progress, and prints a summary: orders/s, delivery-to-ack
+//! latency, duplicates, dead letters, and a check that the database holds exactly one order per
+//! correlation id and that an event was published for each.
+//!
+//! Against the configured RabbitMQ, PostgreSQL and Redis (queues and keys of its own, the orders
+//! in the configured database), or embedded: SQLite through SeaORM and the same migrations, an
+//! in-process queue and an in-memory status store. Embedded is chosen with `--embedded`, or
+//! when a configured service cannot be reached, which the demo says.
+
+use crate::cli::RunArgs;
+use crate::startup::Application;
+use crate::telemetry::MetricsExporter;
+use actors::memory::{MemoryBroker, MemoryStatusStore, StoredMessage};
+use actors::processor::{ProcessorConfig, SeaOrmOrderStore};
+use actors::secret::SecretUrl;
+use actors::{Health, Ports, Worker, WorkerConfig};
+use anyhow::Context;
+use clap::Args;
+use migration::{Migrator, MigratorTrait};
+use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
+use std::collections::HashSet;
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Distinct orders to publish (plus about 5 % sent twice and 2 % invalid messages).
+    #[arg(long, default_value_t = 1000)]
+    pub orders: usize,
+    /// Run without any service: SQLite, an in-process queue, an in-memory status store.
+    #[arg(long)]
+    pub embedded: bool,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// The messages of a demo run.
+struct Load {
+    messages: Vec<(Vec<u8>, String)>,
+    valid: Vec<String>,
+    duplicates: usize,
+    invalid: usize,
+}
+
+fn load(orders: usize) -> Load {
+    let mut messages = Vec::with_capacity(orders + orders / 10);
+    let mut valid = Vec::with_capacity(orders);
+    let (mut duplicates, mut invalid) = (0, 0);
+    for i in 0..orders {
+        let id = Uuid::new_v4();
+        let body = crate::bench::load::order_body(id);
+        messages.push((body.clone(), id.to_string()));
+        valid.push(id.to_string());
+        if i % 20 == 7 {
+            messages.push((body, id.to_string()));
+            duplicates += 1;
+        }
+        if i % 50 == 13 {
+            let bad = Uuid::new_v4().to_string();
+            let body = format!(r#"{{"correlationId":"{bad}","customerId":"","currency":"eur","items":[]}}"#);
+            messages.push((body.into_bytes(), bad));
+            invalid += 1;
+        }
+    }
+    Load { messages, valid, duplicates, invalid }
+}
+
+/// What the demo needs from either setup.
+struct Outcome {
+    events: Vec<String>,
+    dead_letters: usize,
+    stored: i64,
+    stored_distinct: i64,
+}
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let load = load(args.orders);
+    let settings = args.run.into_settings();
+    let unreachable = if args.embedded { None } else { first_unreachable(&settings).await };
+    if let Some(what) = &unreachable {
+        eprintln!("{what}: running embedded instead (SQLite, in-process queue, in-memory status store)");
+    }
+    let (where_, outcome, elapsed, latency) = if args.embedded || unreachable.is_some() {
+        embedded(&load).await?
+    } else {
+        with_services(settings, &load).await?
+    };
+    summary(&load, &outcome, elapsed, latency, &where_)
+}
+
+/// The first configured service that does not answer, if any.
+async fn first_unreachable(settings: &crate::settings::Settings) -> Option<String> {
+    let services = [
+        ("RabbitMQ", settings.amqp.url.expose(), 5672),
+        ("PostgreSQL", settings.processor.database_url.expose(), 5432),
+        ("Redis", settings.status.redis_url.expose(), 6379),
+    ];
+    for (name, url, default_port) in services {
+        let address = host_port(url, default_port);
+        let connected = tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(&address)).await;
+        if !matches!(connected, Ok(Ok(_))) {
+            return Some(format!("{name} cannot be reached at {address}"));
+        }
+    }
+    None
+}
+
+/// `host:port` of a service URL.
+fn host_port(url: &str, default_port: u16) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if host_port.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+        host_port.to_owned()
+    } else {
+        format!("{host_port}:{default_port}")
+    }
+}
+
+type Run = (String, Outcome, Duration, [Option<f64>; 3]);
+
+async fn embedded(load: &Load) -> anyhow::Result<Run> {
+    let id = &Uuid::new_v4().simple().to_string()[..8];
+    let path = std::env::temp_dir().join(format!("order-process-demo-{id}.db"));
+    let config = ProcessorConfig {
+        database_url: SecretUrl::new(format!("sqlite://{}?mode=rwc", path.display())),
+        max_connections: 1,
+        ..ProcessorConfig::default()
+    };
+    let db = actors::processor::connect(&config).await?;
+    Migrator::up(&db, None).await.context("migrating the SQLite database")?;
+    let broker = MemoryBroker::new("OrderProcessed", "OrderProcessed.dlq");
+    let ports = Ports {
+        inbound: Arc::new(broker.clone()),
+        outbound: Arc::new(broker.clone()),
+        orders: Arc::new(SeaOrmOrderStore::new(db.clone())),
+        statuses: Arc::new(MemoryStatusStore::default()),
+    };
+    let (exporter, metrics) = MetricsExporter::new()?;
+    let worker = Worker::start(ports, WorkerConfig::default(), Health::default(), metrics);
+    let before = exporter.render();
+    let started = Instant::now();
+    for (body, correlation_id) in &load.messages {
+        let message = StoredMessage {
+            body: body.clone().into(),
+            correlation_id: Some(correlation_id.clone()),
+            ..Default::default()
+        };
+        broker.send("OrderProcessed", message);
+    }
+    let total = load.messages.len();
+    progress(total, || async { broker.len("OrdersProcessed") + broker.len("OrderProcessed.dlq") }).await;
+    let elapsed = started.elapsed();
+    worker.drain(Duration::from_secs(5)).await?;
+    let latency = percentiles(&before, &exporter.render());
+    let events = broker.take_all("OrdersProcessed").into_iter().filter_map(|m| m.correlation_id).collect();
+    let (stored, stored_distinct) = counts(&db, None).await?;
+    let outcome = Outcome { events, dead_letters: broker.len("OrderProcessed.dlq"), stored, stored_distinct };
+    Ok((format!("embedded; the orders are in the SQLite database {}", path.display()), outcome, elapsed, latency))
+}
+
+async fn with_services(mut settings: crate::settings::Settings, load: &Load) -> anyhow::Result<Run> {
+    let id = &Uuid::new_v4().simple().to_string()[..8];
+    settings.amqp.inbound_queue = format!("demo.{id}.orders");
+    settings.amqp.outbound_queue = format!("demo.{id}.processed");
+    settings.amqp.dead_letter_queue = String::new();
+    settings.status.key_prefix = format!("demo:{id}:");
+    settings.http.addr = "127.0.0.1:0".parse()?;
+    let app = Application::build(settings.clone()).await?;
+    while !app.health().ready() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let amqp_url = settings.amqp.url.expose();
+    let events = crate::bench::load::EventCounter::default();
+    events.consume(amqp_url, &settings.amqp.outbound_queue).await?;
+    let (connection, channel) = crate::bench::load::confirming_channel(amqp_url).await?;
+    let before = app.metrics_text();
+    let started = Instant::now();
+    crate::bench::load::publish_all(&channel, &settings.amqp.inbound_queue, load.messages.iter().cloned()).await?;
+    let dead_letter_queue = settings.amqp.dead_letter_queue();
+    let queue_depth = |queue: String| {
+        let channel = channel.clone();
+        async move {
+            let passive = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
+            let declared = channel.queue_declare(queue.as_str().into(), passive, Default::default()).await;
+            declared.map_or(0, |q| q.message_count() as usize)
+        }
+    };
+    progress(load.messages.len(), || async { events.total() + queue_depth(dead_letter_queue.clone()).await }).await;
+    let elapsed = started.elapsed();
+    let latency = percentiles(&before, &app.metrics_text());
+    let dead_letters = queue_depth(dead_letter_queue.clone()).await;
+    let db = actors::processor::connect(&settings.processor).await?;
+    let (stored, stored_distinct) = counts(&db, Some(&load.valid)).await?;
+    app.run_until_stopped(async {}).await?;
+    for queue in actors::amqp::Topology::new(&settings.amqp, &settings.consumer.redelivery.delays).queues() {
+        let _ = channel.queue_delete(queue.as_str().into(), Default::default()).await;
+    }
+    let _ = connection.close(200, "demo done".into()).await;
+    let outcome = Outcome { events: events.correlation_ids(), dead_letters, stored, stored_distinct };
+    Ok((
+        format!("on the configured services; the orders are in {}", settings.processor.database_url),
+        outcome,
+        elapsed,
+        latency,
+    ))
+}
+
+/// Shows a progress bar until `settled` reaches `total`.
+async fn progress<F, Fut>(total: usize, settled: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = usize>,
+{
+    let terminal = std::io::stderr().is_terminal();
+    let mut last_line = Instant::now();
+    loop {
+        let done = settled().await.min(total);
+        if terminal {
+            let filled = done * 40 / total.max(1);
+            eprint!("\r[{}{}] {done}/{total} messages", "#".repeat(filled), " ".repeat(40 - filled));
+            let _ = std::io::stderr().flush();
+        } else if last_line.elapsed() >= Duration::from_secs(1) || done == total {
+            eprintln!("{done}/{total} messages settled");
+            last_line = Instant::now();
+        }
+        if done >= total {
+            if terminal {
+                eprintln!();
+            }
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn percentiles(before: &str, after: &str) -> [Option<f64>; 3] {
+    const HISTOGRAM: &str = "order_process_processing_duration_seconds";
+    let (before, after) =
+        (crate::latency::histogram(before, HISTOGRAM, ""), crate::latency::histogram(after, HISTOGRAM, ""));
+    [0.5, 0.95, 0.99].map(|q| crate::latency::quantile(&before, &after, q).map(|s| s * 1000.0))
+}
+
+/// Rows, and distinct correlation ids, among `ids` (or in the whole table).
+async fn counts(db: &DatabaseConnection, ids: Option<&[String]>) -> anyhow::Result<(i64, i64)> {
+    let backend = db.get_database_backend();
+    let statement = match ids {
+        None => Statement::from_string(backend, "SELECT count(*), count(DISTINCT correlation_id) FROM orders"),
+        Some(ids) => Statement::from_sql_and_values(
+            backend,
+            "SELECT count(*), count(DISTINCT correlation_id) FROM orders WHERE correlation_id::text = ANY($1)",
+            [sea_orm::Value::from(ids.to_vec())],
+        ),
+    };
+    let row = db.query_one_raw(statement).await?.context("a count")?;
+    Ok((row.try_get_by_index(0)?, row.try_get_by_index(1)?))
+}
+
+fn summary(
+    load: &Load,
+    outcome: &Outcome,
+    elapsed: Duration,
+    latency: [Option<f64>; 3],
+    where_: &str,
+) -> anyhow::Result<()> {
+    let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1} ms"));
+    let announced: HashSet<&String> = outcome.events.iter().collect();
+    let valid: HashSet<&String> = load.valid.iter().collect();
+    let rate = load.valid.len() as f64 / elapsed.as_secs_f64();
+    println!("order-process demo, {where_}");
+    println!("  {} orders processed in {:.2} s: {rate:.0} orders/s", load.valid.len(), elapsed.as_secs_f64());
+    println!("  delivery-to-ack latency: p50 {}, p95 {}, p99 {}", ms(latency[0]), ms(latency[1]), ms(latency[2]));
+    println!("  duplicates: {} sent twice, stored once, announced again", load.duplicates);
+    println!("  dead letters: {} (of {} invalid messages sent)", outcome.dead_letters, load.invalid);
+    let one_row_each = outcome.stored == load.valid.len() as i64 && outcome.stored_distinct == outcome.stored;
+    let announced_each = valid.iter().all(|id| announced.contains(id)) && announced.len() == valid.len();
+    let dead_lettered = outcome.dead_letters == load.invalid;
+    println!(
+        "  verified: {} rows for {} orders, one per correlation id: {}; an OrderProcessed event for each: {}; every invalid message dead-lettered: {}",
+        outcome.stored,
+        load.valid.len(),
+        yes(one_row_each),
+        yes(announced_each),
+        yes(dead_lettered)
+    );
+    anyhow::ensure!(one_row_each && announced_each && dead_lettered, "the demo's verification failed");
+    Ok(())
+}
+
+fn yes(ok: bool) -> &'static str {
+    if ok { "yes" } else { "NO" }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_port;
+
+    #[test]
+    fn service_addresses_come_from_the_urls() {
+        assert_eq!(host_port("amqp://guest:guest@127.0.0.1:5672/%2f", 5672), "127.0.0.1:5672");
+        assert_eq!(host_port("postgres://postgres@db/orders", 5432), "db:5432");
+        assert_eq!(host_port("redis://127.0.0.1:6379", 6379), "127.0.0.1:6379");
+    }
+}
