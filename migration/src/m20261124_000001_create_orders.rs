@@ -52,9 +52,7 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .drop_table(Table::drop().table(OrderItems::Table).to_owned())
-            .await?;
+        manager.drop_table(Table::drop().table(OrderItems::Table).to_owned()).await?;
         manager.drop_table(Table::drop().table(Orders::Table).to_owned()).await
     }
 }
