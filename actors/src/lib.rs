@@ -1,20 +1,20 @@
 //! The actors of order-process and everything they stand on.
 //!
 //! ```text
-//!                 ┌──────────────────────────── Supervisor (restarts any actor that stops) ─────────────────────────┐
-//!  inbound queue  │  Consumer ──SetStatus(PROCESSING)──▶ StatusWriter ──▶ Redis   (status_writer/)                │
-//!  ─────────────▶ │  (consumer/)──PersistOrder────────▶ Processor ────▶ PostgreSQL (processor/)                  │
-//!  ◀── ack ────── │     │       ──SetStatus(COMPLETED)─▶ StatusWriter                                             │
-//!                 │     │       ──PublishOrderProcessed▶ Publisher ────▶ outbound queue (publisher/)             │
-//!                 │     └─ settles: ack | retry later | dead-letter, only after the replies above came back      │
-//!                 └──────────────────────────────────────────────────────────────────────────────────────────────┘
+//!                 ┌──────────────────────────── Supervisor (restarts any actor that stops) ───────────────────────────┐
+//!  inbound queue  │  Consumer ──SetStatuses(PROCESSING)──▶ StatusWriter ──▶ Redis        (status_writer/)          │
+//!  ─────────────▶ │  (consumer/)──PersistOrders─────────▶ Processor ────▶ PostgreSQL    (processor/, group commit)│
+//!  ◀── ack ────── │  batches of │──SetStatuses(COMPLETED)─▶ StatusWriter                                          │
+//!                 │  deliveries │──PublishEvents─────────▶ Publisher ────▶ outbound queue (publisher/)            │
+//!                 │             └─ settles each delivery: ack | retry later | dead-letter, after the replies above│
+//!                 └───────────────────────────────────────────────────────────────────────────────────────────────┘
 //! ```
 //!
 //! Where things live:
 //! - One folder per actor, with its messages, config, port and adapter: [`consumer`],
 //!   [`status_writer`], [`processor`], [`publisher`]. [`supervisor`] starts and wires them.
-//! - [`pipeline`]: the chain of requests for one order. [`consumer::decide`]: ack, retry or
-//!   dead-letter, as a plain function.
+//! - [`pipeline`]: the chain of requests for one batch, with per-order results.
+//!   [`consumer::decide`]: ack, retry or dead-letter, as a plain function.
 //! - Business rules as plain functions: [`order::decode`] (validation), [`status::may_replace`]
 //!   (status never goes backwards); idempotency is the unique CorrelationId in [`processor`].
 //! - Broker-neutral messaging ports in [`messaging`]; RabbitMQ adapter in [`amqp`]; in-process
