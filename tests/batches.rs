@@ -15,13 +15,7 @@ fn batching(env: &mut TestEnv) {
 }
 
 async fn count(env: &TestEnv) -> i64 {
-    let row = env
-        .db
-        .query_one_raw(Statement::from_string(env.db.get_database_backend(), "SELECT count(*) FROM orders"))
-        .await
-        .unwrap()
-        .unwrap();
-    row.try_get_by_index(0).unwrap()
+    env.scalar("SELECT count(*) FROM orders").await
 }
 
 #[actix_rt::test]

@@ -8,7 +8,7 @@ mod common;
 use actors::amqp::QueueType;
 use actors::retry::RetryPolicy;
 use common::*;
-use sea_orm::{ConnectionTrait, Statement};
+use sea_orm::ConnectionTrait;
 use std::time::Duration;
 
 /// Makes the first `failures` order inserts fail with SQLSTATE `code`.
@@ -30,13 +30,7 @@ async fn inject(env: &TestEnv, code: &str, failures: i64) {
 }
 
 async fn attempts(env: &TestEnv) -> i64 {
-    let row = env
-        .db
-        .query_one_raw(Statement::from_string(env.db.get_database_backend(), "SELECT last_value FROM attempts"))
-        .await
-        .unwrap()
-        .unwrap();
-    row.try_get_by_index(0).unwrap()
+    env.scalar("SELECT last_value FROM attempts").await
 }
 
 fn without_in_process_retries(env: &mut TestEnv) {

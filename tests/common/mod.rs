@@ -163,6 +163,13 @@ impl TestEnv {
         .unwrap()
     }
 
+    /// The single integer a query returns (a count, a sequence value).
+    pub async fn scalar(&self, sql: &str) -> i64 {
+        let row =
+            self.db.query_one_raw(Statement::from_string(self.db.get_database_backend(), sql)).await.unwrap().unwrap();
+        row.try_get_by_index(0).unwrap()
+    }
+
     pub fn status_key(&self, correlation_id: &str) -> String {
         format!("{}order:status:{correlation_id}", self.settings.status.key_prefix)
     }
