@@ -128,7 +128,7 @@ impl Metrics {
             dead_letters: counter("order_process.dead_letters", "Messages dead-lettered, by reason"),
             processing_duration: seconds(
                 "order_process.processing.duration",
-                "From delivery to ack, for processed orders",
+                "From delivery to ack, for acked deliveries (new orders and duplicates)",
             ),
             dependency_errors: counter(
                 "order_process.dependency.errors",
