@@ -262,7 +262,7 @@ async fn no_order_is_lost_or_stored_twice_while_everything_is_killed_and_restart
     let total = load.messages.len();
     let sent = Arc::new(AtomicUsize::new(0));
     let publisher =
-        tokio::spawn(publish_all(env.inbound(), load.messages.clone(), Duration::from_millis(5), sent.clone()));
+        tokio::spawn(publish_all(env.inbound(), load.messages.clone(), Duration::from_millis(9), sent.clone()));
 
     let mut faults = Vec::new();
     let mut workers_started = 1;
