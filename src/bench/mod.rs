@@ -233,11 +233,13 @@ impl Bench {
     }
 
     async fn cleanup(self) -> anyhow::Result<()> {
-        for queue in [self.inbound(), self.outbound(), format!("{}.dlq", self.inbound())] {
-            let _ = self.channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
-        }
-        for delay in &actors::consumer::RedeliveryPolicy::default().delays {
-            let queue = format!("{}.retry.{}", self.inbound(), actors::retry::format_duration(*delay));
+        let config = actors::amqp::AmqpConfig {
+            inbound_queue: self.inbound(),
+            outbound_queue: self.outbound(),
+            ..Default::default()
+        };
+        let delays = actors::consumer::RedeliveryPolicy::default().delays;
+        for queue in actors::amqp::Topology::new(&config, &delays).queues() {
             let _ = self.channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
         }
         let _ = self.amqp.close(200, "bench done".into()).await;

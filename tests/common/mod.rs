@@ -184,15 +184,8 @@ impl TestEnv {
 
     /// Removes what the test created. Best effort: `scripts/test.sh` also sweeps leftovers.
     pub async fn cleanup(self) {
-        let mut queues = vec![self.inbound(), self.outbound(), self.dead_letter()];
-        queues.extend(
-            self.settings
-                .consumer
-                .redelivery
-                .delays
-                .iter()
-                .map(|d| format!("{}.retry.{}", self.inbound(), actors::retry::format_duration(*d))),
-        );
+        let queues =
+            actors::amqp::Topology::new(&self.settings.amqp, &self.settings.consumer.redelivery.delays).queues();
         // A fresh connection: the test's own may have died with a broker restart.
         if let Ok(connection) = Connection::connect(&amqp_url(), ConnectionProperties::default()).await
             && let Ok(channel) = connection.create_channel().await
