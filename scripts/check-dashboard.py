@@ -139,25 +139,35 @@ def label_keys(source):
     return set(re.findall(r'KeyValue::new\(\s*"([^"]+)"', source))
 
 
-def expressions(dashboard):
-    """(where, kind, text) for every PromQL expression and variable query of the dashboard."""
-    found = []
+def walk_dashboard(dashboard, visit):
+    """Calls visit(node, where) for every object under the panels, annotations and templating,
+    `where` naming the titled objects on the way to it."""
 
     def walk(node, where):
         if isinstance(node, dict):
             title = node.get("title") or node.get("name")
-            here = f"{where} / {title}" if title and isinstance(title, str) else where
-            for key, value in node.items():
-                if key == "expr" and isinstance(value, str):
-                    found.append((here, "promql", value))
-                else:
-                    walk(value, here)
+            here = f"{where} / {title}" if isinstance(title, str) and title else where
+            visit(node, here)
+            for value in node.values():
+                walk(value, here)
         elif isinstance(node, list):
             for item in node:
                 walk(item, where)
 
     walk(dashboard.get("panels", []), "panel")
     walk(dashboard.get("annotations", {}), "annotation")
+    walk(dashboard.get("templating", {}), "templating")
+
+
+def expressions(dashboard):
+    """(where, kind, text) for every PromQL expression and variable query of the dashboard."""
+    found = []
+
+    def visit(node, where):
+        if isinstance(node.get("expr"), str):
+            found.append((where, "promql", node["expr"]))
+
+    walk_dashboard({"panels": dashboard.get("panels", []), "annotations": dashboard.get("annotations", {})}, visit)
     for var in dashboard.get("templating", {}).get("list", []):
         if var.get("type") != "query":
             continue
@@ -216,22 +226,12 @@ def variable_metric(query):
 def datasource_problems(dashboard):
     problems = []
 
-    def walk(node, where):
-        if isinstance(node, dict):
-            title = node.get("title") if isinstance(node.get("title"), str) else None
-            here = f"{where} / {title}" if title else where
-            ds = node.get("datasource")
-            if isinstance(ds, dict) and ds.get("type") != "grafana" and ds.get("uid") != "${datasource}":
-                problems.append(f"{here}: data source {ds} is not the ${{datasource}} variable")
-            for value in node.values():
-                walk(value, here)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item, where)
+    def visit(node, where):
+        ds = node.get("datasource")
+        if isinstance(ds, dict) and ds.get("type") != "grafana" and ds.get("uid") != "${datasource}":
+            problems.append(f"{where}: data source {ds} is not the ${{datasource}} variable")
 
-    walk(dashboard.get("panels", []), "panel")
-    walk(dashboard.get("annotations", {}), "annotation")
-    walk(dashboard.get("templating", {}), "templating")
+    walk_dashboard(dashboard, visit)
     ids = []
 
     def collect(panels):

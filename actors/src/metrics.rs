@@ -179,7 +179,6 @@ impl Metrics {
     pub fn actor(&self, actor: Actor) -> ActorMetrics {
         ActorMetrics {
             metrics: self.clone(),
-            actor,
             labels: [KeyValue::new("actor", actor.as_str())],
             dependency: [KeyValue::new("dependency", actor.dependency())],
         }
@@ -219,7 +218,6 @@ impl Metrics {
 #[derive(Clone)]
 pub struct ActorMetrics {
     metrics: Metrics,
-    actor: Actor,
     labels: [KeyValue; 1],
     dependency: [KeyValue; 1],
 }
@@ -283,10 +281,6 @@ impl ActorMetrics {
 
     pub fn all(&self) -> &Metrics {
         &self.metrics
-    }
-
-    pub fn actor(&self) -> Actor {
-        self.actor
     }
 }
 
