@@ -53,7 +53,7 @@ fn load(orders: usize) -> Load {
     let (mut duplicates, mut invalid) = (0, 0);
     for i in 0..orders {
         let id = Uuid::new_v4();
-        let body = crate::bench::load::order_body(id);
+        let body = crate::traffic::order_body(id);
         messages.push((body.clone(), id.to_string()));
         valid.push(id.to_string());
         if i % 20 == 7 {
@@ -176,12 +176,12 @@ async fn with_services(mut settings: crate::settings::Settings, load: &Load) -> 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let amqp_url = settings.amqp.url.expose();
-    let events = crate::bench::load::EventCounter::default();
+    let events = crate::traffic::EventCounter::default();
     events.consume(amqp_url, &settings.amqp.outbound_queue).await?;
-    let (connection, channel) = crate::bench::load::confirming_channel(amqp_url).await?;
+    let (connection, channel) = crate::traffic::confirming_channel(amqp_url).await?;
     let before = app.metrics_text();
     let started = Instant::now();
-    crate::bench::load::publish_all(&channel, &settings.amqp.inbound_queue, load.messages.iter().cloned()).await?;
+    crate::traffic::publish_all(&channel, &settings.amqp.inbound_queue, load.messages.iter().cloned()).await?;
     let dead_letter_queue = settings.amqp.dead_letter_queue();
     let queue_depth = |queue: String| {
         let channel = channel.clone();

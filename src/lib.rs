@@ -14,6 +14,7 @@ pub mod latency;
 pub mod settings;
 pub mod startup;
 pub mod telemetry;
+pub mod traffic;
 
 use cli::Command;
 

@@ -1,7 +1,7 @@
 //! What bounds the worker on this machine, measured in the same run: a bare AMQP relay (consume,
 //! confirmed publish, ack: no SQL, no Redis) and batched SQL inserts of the same orders.
 
-use super::load;
+use crate::traffic;
 use actors::order::decode;
 use actors::processor::{OrderStore, SeaOrmOrderStore};
 use futures::StreamExt;
@@ -17,15 +17,15 @@ use uuid::Uuid;
 
 /// Messages per second through consume → confirmed publish → ack, with `prefetch` in flight.
 pub async fn amqp_relay(amqp_url: &str, prefix: &str, messages: usize, prefetch: u16) -> anyhow::Result<f64> {
-    let (connection, channel) = load::confirming_channel(amqp_url).await?;
+    let (connection, channel) = traffic::confirming_channel(amqp_url).await?;
     let (from, to) = (format!("{prefix}.relay.in"), format!("{prefix}.relay.out"));
     for queue in [&from, &to] {
         let options = QueueDeclareOptions { durable: true, ..Default::default() };
         channel.queue_declare(queue.as_str().into(), options, FieldTable::default()).await?;
     }
-    load::preload(&channel, &from, messages).await?;
+    traffic::preload(&channel, &from, messages).await?;
     // Downstream consumes the relayed messages, as it consumes the worker's events.
-    load::EventCounter::default().consume(amqp_url, &to).await?;
+    traffic::EventCounter::default().consume(amqp_url, &to).await?;
 
     let consumer_channel = connection.create_channel().await?;
     consumer_channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
@@ -70,7 +70,7 @@ pub async fn amqp_relay(amqp_url: &str, prefix: &str, messages: usize, prefetch:
 pub async fn sql_batches(db: &DatabaseConnection, orders: usize, batch: usize) -> anyhow::Result<f64> {
     let store = SeaOrmOrderStore::new(db.clone());
     let all: Vec<_> = (0..orders)
-        .map(|_| Arc::new(decode(&load::order_body(Uuid::new_v4()), None).expect("a valid order")))
+        .map(|_| Arc::new(decode(&traffic::order_body(Uuid::new_v4()), None).expect("a valid order")))
         .collect();
     let started = Instant::now();
     for chunk in all.chunks(batch) {

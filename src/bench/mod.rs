@@ -13,10 +13,10 @@
 //! 5. optionally a sweep of batch size and prefetch, plotted as SVG.
 
 mod ceilings;
-pub(crate) mod load;
 mod plot;
 mod process;
 
+use crate::traffic;
 use anyhow::Context;
 use clap::Args;
 use fred::prelude::{ClientLike, KeysInterface};
@@ -126,7 +126,7 @@ struct Bench {
     db: DatabaseConnection,
     amqp: lapin::Connection,
     channel: lapin::Channel,
-    events: load::EventCounter,
+    events: traffic::EventCounter,
 }
 
 impl Bench {
@@ -180,7 +180,7 @@ impl Bench {
 
     /// The backlog drained at full speed: orders/s, worker CPU and memory, server CPU.
     async fn drain_backlog(&self, orders: usize, batch_size: u16, prefetch: u16) -> anyhow::Result<Drained> {
-        load::preload(&self.channel, &self.inbound(), orders).await?;
+        traffic::preload(&self.channel, &self.inbound(), orders).await?;
         let worker = Worker::start(&self.worker_env(batch_size, prefetch)).await?;
         let (cpu_before, servers_before) = (process::cpu_seconds(worker.pid()).unwrap_or(0.0), process::servers_cpu());
         let started = Instant::now();
@@ -217,7 +217,7 @@ impl Bench {
         const ACTORS: [&str; 4] = ["consumer", "status_writer", "processor", "publisher"];
         let before = worker.get("/metrics").await?.1;
         let already = self.events.total() as u32;
-        let sent = load::at_rate(&self.channel, &self.inbound(), rate, Duration::from_secs(seconds)).await?;
+        let sent = traffic::at_rate(&self.channel, &self.inbound(), rate, Duration::from_secs(seconds)).await?;
         self.wait_for_events(already + sent as u32, Duration::from_secs(120)).await?;
         let after = worker.get("/metrics").await?.1;
         let ms = |name: &str, selector: &str, q| {
@@ -299,8 +299,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         ..Default::default()
     })
     .await?;
-    let (amqp, channel) = load::confirming_channel(&args.amqp_url).await?;
-    let events = load::EventCounter::default();
+    let (amqp, channel) = traffic::confirming_channel(&args.amqp_url).await?;
+    let events = traffic::EventCounter::default();
     let bench = Bench { args: args.clone(), id, database_url, db, amqp, channel, events };
     let report = measure(&bench).await;
     bench.cleanup().await?;

@@ -1,4 +1,6 @@
-//! Putting orders on a queue: as fast as the broker takes them (a backlog), or at a fixed rate.
+//! Synthetic traffic for `bench` and `demo`: orders put on a queue as fast as the broker takes
+//! them (a backlog) or at a fixed rate, and events consumed and counted as a downstream service
+//! would.
 
 use anyhow::Context;
 use futures::StreamExt;
