@@ -182,7 +182,7 @@ impl MemorySettle {
     fn with_failure(&mut self, failure: &FailureRecord) -> StoredMessage {
         let mut stored = self.stored.take().expect("settled once");
         for (key, value) in failure.headers() {
-            stored.headers.insert(key.to_owned(), value);
+            stored.headers.insert(key.to_owned(), value.to_string());
         }
         stored
     }

@@ -82,18 +82,35 @@ pub struct FailureRecord {
     pub last_failure: DateTime<Utc>,
 }
 
+/// A header value as this service writes it: brokers keep integers and text apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderValue {
+    Integer(i64),
+    Text(String),
+}
+
+impl std::fmt::Display for HeaderValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Integer(n) => n.fmt(f),
+            Self::Text(text) => f.write_str(text),
+        }
+    }
+}
+
 impl FailureRecord {
     /// The headers that describe this failure.
-    pub fn headers(&self) -> Vec<(&'static str, String)> {
+    pub fn headers(&self) -> Vec<(&'static str, HeaderValue)> {
+        let text = HeaderValue::Text;
         let mut headers = vec![
-            (headers::ATTEMPTS, self.attempts.to_string()),
-            (headers::FIRST_FAILURE, self.first_failure.to_rfc3339()),
-            (headers::LAST_FAILURE, self.last_failure.to_rfc3339()),
-            (headers::ERROR_KIND, self.kind.to_owned()),
-            (headers::LAST_ERROR, self.error.clone()),
+            (headers::ATTEMPTS, HeaderValue::Integer(self.attempts.into())),
+            (headers::FIRST_FAILURE, text(self.first_failure.to_rfc3339())),
+            (headers::LAST_FAILURE, text(self.last_failure.to_rfc3339())),
+            (headers::ERROR_KIND, text(self.kind.to_owned())),
+            (headers::LAST_ERROR, text(self.error.clone())),
         ];
         if let Some(reason) = self.dead_letter_reason {
-            headers.push((headers::DEAD_LETTER_REASON, reason.to_owned()));
+            headers.push((headers::DEAD_LETTER_REASON, text(reason.to_owned())));
         }
         headers
     }

@@ -1,6 +1,6 @@
 //! Between lapin's AMQP types and the broker-neutral ones.
 
-use crate::messaging::InboundMessage;
+use crate::messaging::{HeaderValue, InboundMessage};
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 
@@ -41,13 +41,13 @@ fn header_text(value: &AMQPValue) -> Option<String> {
 /// `headers` added to (or replacing those in) an existing header table.
 pub fn merge_headers<'a>(
     table: Option<&FieldTable>,
-    headers: impl IntoIterator<Item = (&'a str, String)>,
+    headers: impl IntoIterator<Item = (&'a str, HeaderValue)>,
 ) -> FieldTable {
     let mut table = table.cloned().unwrap_or_default();
     for (key, value) in headers {
-        let value = match value.parse::<i64>() {
-            Ok(n) => AMQPValue::LongLongInt(n),
-            Err(_) => AMQPValue::LongString(LongString::from(value)),
+        let value = match value {
+            HeaderValue::Integer(n) => AMQPValue::LongLongInt(n),
+            HeaderValue::Text(text) => AMQPValue::LongString(LongString::from(text)),
         };
         table.insert(key.into(), value);
     }

@@ -1,5 +1,5 @@
 use super::{AmqpConfig, Topology, connect, convert, protocol_error};
-use crate::messaging::{BrokerError, OutboundBroker, OutboundMessage, Outbox};
+use crate::messaging::{BrokerError, HeaderValue, OutboundBroker, OutboundMessage, Outbox};
 use async_trait::async_trait;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, Confirmation, Connection};
@@ -46,7 +46,10 @@ impl Outbox for AmqpOutbox {
             .with_message_id(message.message_id.into())
             .with_correlation_id(message.correlation_id.into())
             .with_timestamp(chrono::Utc::now().timestamp() as u64)
-            .with_headers(convert::merge_headers(None, message.headers.iter().map(|(k, v)| (k.as_str(), v.clone()))));
+            .with_headers(convert::merge_headers(
+                None,
+                message.headers.iter().map(|(k, v)| (k.as_str(), HeaderValue::Text(v.clone()))),
+            ));
         publish_confirmed(&self.channel, &message.destination, &message.body, properties).await
     }
 
