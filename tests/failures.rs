@@ -56,7 +56,24 @@ async fn transient_failures_are_retried_through_the_broker(queue_type: QueueType
     app.run_until_stopped(async {}).await.unwrap();
     assert_eq!(env.ready_count(&env.inbound()).await, 0);
     assert_eq!(env.ready_count(&env.dead_letter()).await, 0);
+    assert_queue_type(&env, queue_type).await;
     env.cleanup().await;
+}
+
+/// The queues really are of `queue_type`: RabbitMQ refuses to declare the inbound queue again
+/// with the other type.
+async fn assert_queue_type(env: &TestEnv, queue_type: QueueType) {
+    let other = match queue_type {
+        QueueType::Classic => "quorum",
+        QueueType::Quorum => "classic",
+    };
+    let mut arguments = lapin::types::FieldTable::default();
+    arguments.insert("x-queue-type".into(), text_header(other));
+    let channel = env.amqp.create_channel().await.unwrap();
+    let options = lapin::options::QueueDeclareOptions { durable: true, ..Default::default() };
+    let redeclared = channel.queue_declare(env.inbound().as_str().into(), options, arguments).await;
+    let error = redeclared.expect_err("the queue exists with another type").to_string();
+    assert!(error.contains("PRECONDITION_FAILED"), "{error}");
 }
 
 #[actix_rt::test]
