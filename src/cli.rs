@@ -1,21 +1,15 @@
-//! Command line and environment: every setting is a flag and an environment variable, with the
-//! defaults of the component configs (shown by `--help`). A bad value stops startup with a
-//! message that names both the flag and the variable.
+//! The command line. Every setting is a flag and an environment variable, declared once beside
+//! the component that uses it (see `actors::config`) and flattened in here; `--help` lists them
+//! with their defaults. A bad value stops startup with a message that names both the flag and
+//! the variable.
 
-use crate::http::HttpConfig;
 use crate::settings::Settings;
-use crate::telemetry::LogFormat;
-use actors::amqp::{AmqpConfig, QueueType};
-use actors::consumer::{ConsumerConfig, RedeliveryPolicy};
-use actors::processor::ProcessorConfig;
-use actors::publisher::PublisherConfig;
-use actors::retry::{RetryPolicy, format_duration, parse_duration};
-use actors::secret::SecretUrl;
-use actors::status_writer::StatusConfig;
+use crate::telemetry::{LogConfig, LogFormat};
+use actors::amqp::AmqpConfig;
+use actors::messaging::QueuesConfig;
+use actors::processor::DatabaseConfig;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
-use clap::{Args, CommandFactory, Parser, Subcommand};
-use std::net::SocketAddr;
-use std::time::Duration;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Asynchronous order worker: consumes orders from a queue, stores each once in PostgreSQL,
 /// tracks its status in Redis and publishes OrderProcessed.
@@ -26,22 +20,18 @@ pub struct Cli {
     pub command: Option<Command>,
     /// Settings of the worker when no subcommand is given.
     #[command(flatten)]
-    pub run: RunArgs,
+    pub run: Settings,
 }
 
 #[derive(Debug, Subcommand)]
 #[allow(clippy::large_enum_variant)] // parsed once at startup
 pub enum Command {
     /// Start the worker (the default).
-    Run(RunArgs),
+    Run(Settings),
     /// Apply the database migrations and exit.
     Migrate(MigrateArgs),
     /// Inspect and operate the dead-letter queue.
     Dlq(DlqArgs),
-    /// Measure throughput, latency, CPU and memory against the configured services.
-    Bench(crate::bench::BenchArgs),
-    /// Watch the pipeline work: publish synthetic orders, process them, print a verified summary.
-    Demo(crate::demo::DemoArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -49,9 +39,11 @@ pub struct DlqArgs {
     #[command(subcommand)]
     pub action: DlqAction,
     #[command(flatten)]
-    pub broker: BrokerArgs,
+    pub queues: QueuesConfig,
     #[command(flatten)]
-    pub log: LogArgs,
+    pub amqp: AmqpConfig,
+    #[command(flatten)]
+    pub log: LogConfig,
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -83,185 +75,11 @@ pub enum DlqAction {
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct LogArgs {
-    /// Log format: json, pretty, or auto (pretty on a terminal, json otherwise). Levels come
-    /// from RUST_LOG (default: info).
-    #[arg(long, env = "ORDER_PROCESS_LOG_FORMAT", hide_env_values = true, default_value = "auto")]
-    pub log_format: LogFormat,
-}
-
-#[derive(Debug, Clone, Args)]
 pub struct MigrateArgs {
-    /// PostgreSQL URL.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true, default_value_t = default_url(ProcessorConfig::default().database_url), value_parser = parse_url)]
-    pub database_url: String,
     #[command(flatten)]
-    pub log: LogArgs,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct BrokerArgs {
-    /// AMQP 0-9-1 broker URL.
-    #[arg(long, env = "AMQP_URL", hide_env_values = true, default_value_t = default_url(AmqpConfig::default().url), value_parser = parse_url)]
-    pub amqp_url: String,
-
-    /// Queue the orders arrive on.
-    #[arg(long, env = "ORDER_PROCESS_INBOUND_QUEUE", hide_env_values = true, default_value_t = AmqpConfig::default().inbound_queue, value_parser = parse_queue_name)]
-    pub inbound_queue: String,
-
-    /// Dead-letter queue [default: <inbound-queue>.dlq].
-    #[arg(long, env = "ORDER_PROCESS_DEAD_LETTER_QUEUE", hide_env_values = true, value_parser = parse_queue_name)]
-    pub dead_letter_queue: Option<String>,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct RunArgs {
+    pub database: DatabaseConfig,
     #[command(flatten)]
-    pub broker: BrokerArgs,
-
-    /// PostgreSQL URL.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true, default_value_t = default_url(ProcessorConfig::default().database_url), value_parser = parse_url)]
-    pub database_url: String,
-
-    /// Redis URL.
-    #[arg(long, env = "REDIS_URL", hide_env_values = true, default_value_t = default_url(StatusConfig::default().redis_url), value_parser = parse_url)]
-    pub redis_url: String,
-
-    /// Queue the OrderProcessed events are published to.
-    #[arg(long, env = "ORDER_PROCESS_OUTBOUND_QUEUE", hide_env_values = true, default_value_t = AmqpConfig::default().outbound_queue, value_parser = parse_queue_name)]
-    pub outbound_queue: String,
-
-    /// Type of the queues this service declares: classic or quorum.
-    #[arg(long, env = "ORDER_PROCESS_QUEUE_TYPE", hide_env_values = true, default_value = "classic")]
-    pub queue_type: QueueType,
-
-    /// Quorum queues: deliveries of one message before the broker dead-letters it.
-    #[arg(long, env = "ORDER_PROCESS_DELIVERY_LIMIT", hide_env_values = true, default_value_t = AmqpConfig::default().delivery_limit, value_parser = clap::value_parser!(u32).range(1..))]
-    pub delivery_limit: u32,
-
-    /// Strict order across replicas: one replica consumes, the others stand by (RabbitMQ single
-    /// active consumer on the inbound queue).
-    #[arg(long, env = "ORDER_PROCESS_SINGLE_ACTIVE_CONSUMER", hide_env_values = true, default_value_t = AmqpConfig::default().single_active_consumer, action = clap::ArgAction::Set)]
-    pub single_active_consumer: bool,
-
-    /// Deliveries processed at once (AMQP prefetch).
-    #[arg(long, env = "ORDER_PROCESS_PREFETCH", hide_env_values = true, default_value_t = ConsumerConfig::default().prefetch, value_parser = clap::value_parser!(u16).range(1..))]
-    pub prefetch: u16,
-
-    /// Most deliveries processed together (one status write, one transaction, one round of
-    /// publishes).
-    #[arg(long, env = "ORDER_PROCESS_BATCH_SIZE", hide_env_values = true, default_value_t = ConsumerConfig::default().batch_size, value_parser = clap::value_parser!(u16).range(1..))]
-    pub batch_size: u16,
-
-    /// How long a batch waits for more deliveries after its first one.
-    #[arg(long, env = "ORDER_PROCESS_BATCH_LINGER", hide_env_values = true, default_value_t = format_duration(ConsumerConfig::default().batch_linger), value_parser = parse_duration_text)]
-    pub batch_linger: String,
-
-    /// Failed attempts after which a message is dead-lettered.
-    #[arg(long, env = "ORDER_PROCESS_MAX_ATTEMPTS", hide_env_values = true, default_value_t = RedeliveryPolicy::default().max_attempts, value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_attempts: u32,
-
-    /// Broker-side delays before the 1st, 2nd, ... redelivery of a failed message (the last one
-    /// repeats). One retry queue is declared per delay.
-    #[arg(long, env = "ORDER_PROCESS_RETRY_DELAYS", hide_env_values = true, default_value_t = actors::consumer::format_delays(&RedeliveryPolicy::default().delays), value_parser = parse_delays)]
-    pub retry_delays: String,
-
-    /// On SIGTERM/SIGINT, how long deliveries in flight may take to finish.
-    #[arg(long, env = "ORDER_PROCESS_DRAIN_TIMEOUT", hide_env_values = true, default_value_t = format_duration(ConsumerConfig::default().drain_timeout), value_parser = parse_positive_duration)]
-    pub drain_timeout: String,
-
-    /// Lifetime of an order's status key in Redis, in seconds.
-    #[arg(long, env = "ORDER_PROCESS_STATUS_TTL_SECONDS", hide_env_values = true, default_value_t = StatusConfig::default().ttl_seconds, value_parser = clap::value_parser!(u64).range(1..))]
-    pub status_ttl_seconds: u64,
-
-    /// Prefix of every Redis key (`{prefix}order:status:{id}`).
-    #[arg(long, env = "ORDER_PROCESS_REDIS_KEY_PREFIX", hide_env_values = true, default_value = "")]
-    pub redis_key_prefix: String,
-
-    /// SQL transaction: timeout per attempt, retries, backoff.
-    #[arg(long, env = "ORDER_PROCESS_SQL_RETRY", hide_env_values = true, default_value_t = ProcessorConfig::default().retry)]
-    pub sql_retry: RetryPolicy,
-
-    /// Redis status write: timeout per attempt, retries, backoff.
-    #[arg(long, env = "ORDER_PROCESS_REDIS_RETRY", hide_env_values = true, default_value_t = StatusConfig::default().retry)]
-    pub redis_retry: RetryPolicy,
-
-    /// Event publish (until the broker's confirm): timeout per attempt, retries, backoff.
-    #[arg(long, env = "ORDER_PROCESS_PUBLISH_RETRY", hide_env_values = true, default_value_t = PublisherConfig::default().retry)]
-    pub publish_retry: RetryPolicy,
-
-    /// Most orders in one transaction: requests that pile up while one commits are committed
-    /// together (group commit).
-    #[arg(long, env = "ORDER_PROCESS_GROUP_COMMIT_MAX", hide_env_values = true, default_value_t = ProcessorConfig::default().max_group as u16, value_parser = clap::value_parser!(u16).range(1..))]
-    pub group_commit_max: u16,
-
-    /// Most connections in the database pool.
-    #[arg(long, env = "ORDER_PROCESS_DB_MAX_CONNECTIONS", hide_env_values = true, default_value_t = ProcessorConfig::default().max_connections, value_parser = clap::value_parser!(u32).range(1..))]
-    pub db_max_connections: u32,
-
-    /// Address of the health endpoints (and metrics).
-    #[arg(long, env = "ORDER_PROCESS_HTTP_ADDR", hide_env_values = true, default_value_t = HttpConfig::default().addr)]
-    pub http_addr: SocketAddr,
-
-    /// Apply database migrations at startup (turn off when a separate job runs them).
-    #[arg(long, env = "ORDER_PROCESS_MIGRATE_ON_START", hide_env_values = true, default_value_t = Settings::default().migrate_on_start, action = clap::ArgAction::Set)]
-    pub migrate_on_start: bool,
-
-    #[command(flatten)]
-    pub log: LogArgs,
-}
-
-impl BrokerArgs {
-    /// The broker part of the configuration; the rest at its defaults.
-    pub fn into_config(self) -> AmqpConfig {
-        AmqpConfig {
-            url: SecretUrl::new(self.amqp_url),
-            inbound_queue: self.inbound_queue,
-            dead_letter_queue: self.dead_letter_queue.unwrap_or_default(),
-            ..AmqpConfig::default()
-        }
-    }
-}
-
-impl RunArgs {
-    pub fn into_settings(self) -> Settings {
-        let amqp = AmqpConfig {
-            outbound_queue: self.outbound_queue,
-            queue_type: self.queue_type,
-            delivery_limit: self.delivery_limit,
-            single_active_consumer: self.single_active_consumer,
-            ..self.broker.into_config()
-        };
-        let consumer = ConsumerConfig {
-            prefetch: self.prefetch,
-            batch_size: self.batch_size,
-            batch_linger: parse_duration(&self.batch_linger).expect("validated by clap"),
-            redelivery: RedeliveryPolicy {
-                max_attempts: self.max_attempts,
-                delays: actors::consumer::parse_delays(&self.retry_delays).expect("validated by clap"),
-            },
-            drain_timeout: parse_duration(&self.drain_timeout).expect("validated by clap"),
-        };
-        Settings {
-            amqp,
-            consumer,
-            processor: ProcessorConfig {
-                database_url: SecretUrl::new(self.database_url),
-                max_connections: self.db_max_connections,
-                max_group: self.group_commit_max.into(),
-                retry: self.sql_retry,
-            },
-            status: StatusConfig {
-                redis_url: SecretUrl::new(self.redis_url),
-                key_prefix: self.redis_key_prefix,
-                ttl_seconds: self.status_ttl_seconds,
-                retry: self.redis_retry,
-            },
-            publisher: PublisherConfig { retry: self.publish_retry },
-            http: HttpConfig { addr: self.http_addr },
-            migrate_on_start: self.migrate_on_start,
-        }
-    }
+    pub log: LogConfig,
 }
 
 impl Command {
@@ -271,17 +89,15 @@ impl Command {
     pub fn default_log_filter(&self) -> &'static str {
         match self {
             Self::Run(_) | Self::Migrate(_) => "info,sqlx=warn",
-            Self::Dlq(_) | Self::Bench(_) | Self::Demo(_) => "error",
+            Self::Dlq(_) => "error",
         }
     }
 
     pub fn log_format(&self) -> LogFormat {
         match self {
-            Self::Run(args) => args.log.log_format,
+            Self::Run(settings) => settings.log.log_format,
             Self::Migrate(args) => args.log.log_format,
             Self::Dlq(args) => args.log.log_format,
-            Self::Bench(_) => LogFormat::Pretty,
-            Self::Demo(args) => args.run.log.log_format,
         }
     }
 }
@@ -293,10 +109,29 @@ impl Cli {
     }
 }
 
+/// The command line as clap sees it. Environment values are never shown by `--help`: they may
+/// hold passwords.
+pub fn command() -> clap::Command {
+    fn hide_env_values(command: clap::Command) -> clap::Command {
+        command.mut_args(|arg| arg.hide_env_values(true)).mut_subcommands(hide_env_values)
+    }
+    hide_env_values(Cli::command())
+}
+
+/// Parses `args` (the first one is the program name).
+pub fn try_parse_from<I, T>(args: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let matches = command().try_get_matches_from(args)?;
+    Cli::from_arg_matches(&matches)
+}
+
 /// Parses the command line; on a bad value, exits with clap's message completed by the name of
 /// the environment variable the setting can also come from.
 pub fn parse() -> Cli {
-    Cli::try_parse().unwrap_or_else(|error| exit_naming_env(error))
+    try_parse_from(std::env::args_os()).unwrap_or_else(|error| exit_naming_env(error))
 }
 
 fn exit_naming_env(mut error: clap::Error) -> ! {
@@ -313,7 +148,7 @@ fn exit_naming_env(mut error: clap::Error) -> ! {
 /// The environment variable behind a flag as clap prints it (`--prefetch <PREFETCH>`).
 fn env_of(flag: &str) -> Option<String> {
     let long = flag.trim_start_matches("--").split([' ', '=']).next()?;
-    let mut command = <Cli as CommandFactory>::command();
+    let mut command = command();
     command.build();
     let found = command
         .get_arguments()
@@ -325,60 +160,34 @@ fn env_of(flag: &str) -> Option<String> {
     Some(found)
 }
 
-fn default_url(url: SecretUrl) -> String {
-    url.expose().to_owned()
-}
-
-fn parse_url(text: &str) -> Result<String, String> {
-    text.parse::<SecretUrl>().map(|url| url.expose().to_owned())
-}
-
-fn parse_queue_name(text: &str) -> Result<String, String> {
-    if text.is_empty() || text.len() > 255 {
-        return Err("must be 1 to 255 bytes".into());
-    }
-    Ok(text.to_owned())
-}
-
-fn parse_delays(text: &str) -> Result<String, String> {
-    actors::consumer::parse_delays(text).map(|_| text.to_owned())
-}
-
-fn parse_duration_text(text: &str) -> Result<String, String> {
-    parse_duration(text).map(|_| text.to_owned())
-}
-
-fn parse_positive_duration(text: &str) -> Result<String, String> {
-    match parse_duration(text)? {
-        d if d == Duration::ZERO => Err("must be greater than zero".into()),
-        _ => Ok(text.to_owned()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use actors::consumer::ConsumerConfig;
+    use std::time::Duration;
 
     fn parse_args(args: &[&str]) -> Result<Cli, clap::Error> {
-        Cli::try_parse_from(std::iter::once("order-process").chain(args.iter().copied()))
+        try_parse_from(std::iter::once("order-process").chain(args.iter().copied()))
     }
 
     #[test]
     fn the_cli_is_consistent() {
-        <Cli as CommandFactory>::command().debug_assert();
+        command().debug_assert();
     }
 
     #[test]
     fn no_subcommand_means_run_with_the_documented_defaults() {
-        let Command::Run(args) = parse_args(&[]).unwrap().into_command() else { panic!("run is the default") };
-        let settings = args.into_settings();
-        assert_eq!(settings.amqp.inbound_queue, "OrderProcessed");
-        assert_eq!(settings.amqp.outbound_queue, "OrdersProcessed");
-        assert_eq!(settings.amqp.dead_letter_queue(), "OrderProcessed.dlq");
-        assert_eq!(settings.consumer, ConsumerConfig::default());
-        assert_eq!(settings.status.ttl_seconds, 3600);
-        assert_eq!(settings.http.addr.to_string(), "0.0.0.0:8080");
-        assert_eq!(settings.processor.database_url.expose(), "postgres://postgres@127.0.0.1:5432/postgres");
+        let Command::Run(settings) = parse_args(&[]).unwrap().into_command() else { panic!("run is the default") };
+        assert_eq!(settings.worker.queues.inbound_queue, "OrderProcessed");
+        assert_eq!(settings.worker.queues.outbound_queue, "OrdersProcessed");
+        assert_eq!(settings.dead_letter_queue(), "OrderProcessed.dlq");
+        assert_eq!(settings.worker.consumer, ConsumerConfig::default());
+        assert_eq!(settings.worker.status.status_ttl_seconds, 3600);
+        assert_eq!(settings.http.http_addr.to_string(), "0.0.0.0:8080");
+        assert_eq!(
+            settings.worker.processor.database.database_url.expose(),
+            "postgres://postgres@127.0.0.1:5432/postgres"
+        );
         assert!(settings.migrate_on_start);
     }
 
@@ -386,11 +195,13 @@ mod tests {
     fn flags_override_defaults() {
         let cli =
             parse_args(&["run", "--prefetch", "7", "--retry-delays", "2s,10s", "--sql-retry", "retries=1"]).unwrap();
-        let Command::Run(args) = cli.into_command() else { panic!() };
-        let settings = args.into_settings();
-        assert_eq!(settings.consumer.prefetch, 7);
-        assert_eq!(settings.consumer.redelivery.delays, [Duration::from_secs(2), Duration::from_secs(10)]);
-        assert_eq!(settings.processor.retry.retries, 1);
+        let Command::Run(settings) = cli.into_command() else { panic!() };
+        assert_eq!(settings.worker.consumer.prefetch, 7);
+        assert_eq!(
+            *settings.worker.consumer.redelivery.retry_delays,
+            [Duration::from_secs(2), Duration::from_secs(10)]
+        );
+        assert_eq!(settings.worker.processor.sql_retry.retries, 1);
     }
 
     #[test]

@@ -2,15 +2,17 @@
 //! logs to stderr.
 
 use crate::cli::{DlqAction, DlqArgs};
-use actors::amqp::AmqpDeadLetters;
+use actors::amqp::{AmqpDeadLetters, Topology};
 use actors::messaging::{DeadLetter, DeadLetterQueue};
 use anyhow::bail;
 use std::io::Write;
+use std::sync::Arc;
 
 pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
-    let config = args.broker.into_config();
-    let queue = config.dead_letter_queue();
-    let dead_letters = AmqpDeadLetters::new(config);
+    let delays = actors::consumer::RedeliveryPolicy::default().retry_delays;
+    let topology = Arc::new(Topology::new(&args.queues, &args.amqp, &delays));
+    let queue = topology.dead_letter.clone();
+    let dead_letters = AmqpDeadLetters::new(args.amqp.amqp_url.clone(), topology);
     let mut out = std::io::stdout().lock();
     match args.action {
         DlqAction::List { limit, json } => {

@@ -8,23 +8,23 @@
 
 use crate::telemetry::MetricsExporter;
 use actors::Health;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use warp::Filter;
 use warp::http::StatusCode;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args, Serialize)]
 pub struct HttpConfig {
-    /// Address to listen on; port 0 picks a free port (tests).
-    pub addr: SocketAddr,
+    /// Address of the health endpoints (and metrics); port 0 picks a free port.
+    #[arg(long, env = "ORDER_PROCESS_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { addr: SocketAddr::from(([0, 0, 0, 0], 8080)) }
+        actors::config::defaults()
     }
 }
 

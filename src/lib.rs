@@ -5,37 +5,31 @@
 //! ([`telemetry`]), serves the health endpoints ([`http`]) and starts and stops the worker
 //! ([`startup`]). `main.rs` only calls [`run`].
 
-pub mod bench;
 pub mod cli;
-pub mod demo;
 pub mod dlq;
 pub mod http;
-pub mod latency;
 pub mod settings;
 pub mod startup;
 pub mod telemetry;
-pub mod traffic;
 
 use cli::Command;
 
 /// Runs the command the user asked for.
 pub async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Run(args) => {
+        Command::Run(settings) => {
             let mut shutdown = std::pin::pin!(startup::shutdown_signal());
             // A signal during startup (waiting for the database, migrating) ends the process
             // cleanly: nothing has been consumed yet.
             let app = tokio::select! {
-                app = startup::Application::build(args.into_settings()) => app?,
+                app = startup::Application::build(settings) => app?,
                 () = &mut shutdown => return Ok(()),
             };
             app.run_until_stopped(shutdown).await
         }
         Command::Dlq(args) => dlq::run(args).await,
-        Command::Bench(args) => bench::run(args).await,
-        Command::Demo(args) => demo::run(args).await,
         Command::Migrate(args) => {
-            startup::migrate(&args.database_url).await?;
+            startup::migrate(&args.database).await?;
             tracing::info!("migrations applied");
             Ok(())
         }

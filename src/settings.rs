@@ -1,38 +1,33 @@
-//! The whole configuration, one part per component, each part defined beside its component.
+//! The whole configuration of `order-process run`: the parts declared beside their components,
+//! side by side. Nothing here declares a setting again; it only says which parts the worker
+//! needs and checks what single values cannot (the queues must be distinct).
 
 use crate::http::HttpConfig;
+use crate::telemetry::LogConfig;
+use actors::WorkerConfig;
 use actors::amqp::AmqpConfig;
-use actors::consumer::ConsumerConfig;
-use actors::processor::ProcessorConfig;
-use actors::publisher::PublisherConfig;
-use actors::status_writer::StatusConfig;
-use serde::{Deserialize, Serialize};
+use clap::{ArgAction, Args};
+use serde::Serialize;
 
 /// Serializes with passwords masked, so it can be logged at startup.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[derive(Debug, Clone, PartialEq, Eq, Args, Serialize)]
 pub struct Settings {
+    #[command(flatten)]
+    pub worker: WorkerConfig,
+    #[command(flatten)]
     pub amqp: AmqpConfig,
-    pub consumer: ConsumerConfig,
-    pub processor: ProcessorConfig,
-    pub status: StatusConfig,
-    pub publisher: PublisherConfig,
+    #[command(flatten)]
     pub http: HttpConfig,
-    /// Apply pending migrations before consuming.
+    #[command(flatten)]
+    pub log: LogConfig,
+    /// Apply database migrations at startup (turn off when a separate job runs them).
+    #[arg(long, env = "ORDER_PROCESS_MIGRATE_ON_START", default_value_t = true, action = ArgAction::Set)]
     pub migrate_on_start: bool,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Self {
-            amqp: AmqpConfig::default(),
-            consumer: ConsumerConfig::default(),
-            processor: ProcessorConfig::default(),
-            status: StatusConfig::default(),
-            publisher: PublisherConfig::default(),
-            http: HttpConfig::default(),
-            migrate_on_start: true,
-        }
+        actors::config::defaults()
     }
 }
 
@@ -44,12 +39,17 @@ pub enum SettingsError {
 }
 
 impl Settings {
+    /// The dead-letter queue the worker uses on RabbitMQ.
+    pub fn dead_letter_queue(&self) -> String {
+        self.amqp.dead_letter_queue_of(&self.worker.queues.inbound_queue)
+    }
+
     /// Checks what single values cannot: the queues must be distinct.
     pub fn validate(&self) -> Result<(), SettingsError> {
         let queues = [
-            ("ORDER_PROCESS_INBOUND_QUEUE", self.amqp.inbound_queue.clone()),
-            ("ORDER_PROCESS_OUTBOUND_QUEUE", self.amqp.outbound_queue.clone()),
-            ("ORDER_PROCESS_DEAD_LETTER_QUEUE", self.amqp.dead_letter_queue()),
+            ("ORDER_PROCESS_INBOUND_QUEUE", self.worker.queues.inbound_queue.clone()),
+            ("ORDER_PROCESS_OUTBOUND_QUEUE", self.worker.queues.outbound_queue.clone()),
+            ("ORDER_PROCESS_DEAD_LETTER_QUEUE", self.dead_letter_queue()),
         ];
         for (i, (first, a)) in queues.iter().enumerate() {
             if let Some((second, _)) = queues[i + 1..].iter().find(|(_, b)| a == b) {
@@ -67,7 +67,7 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_secrets_are_masked_when_logged() {
         let mut settings = Settings::default();
-        settings.amqp.url = actors::secret::SecretUrl::new("amqp://u:hunter2@h/%2f");
+        settings.amqp.amqp_url = actors::secret::SecretUrl::new("amqp://u:hunter2@h/%2f");
         settings.validate().unwrap();
         let logged = serde_json::to_string(&settings).unwrap();
         assert!(!logged.contains("hunter2"), "{logged}");
@@ -76,7 +76,7 @@ mod tests {
     #[test]
     fn queues_must_be_distinct() {
         let mut settings = Settings::default();
-        settings.amqp.outbound_queue = settings.amqp.inbound_queue.clone();
+        settings.worker.queues.outbound_queue = settings.worker.queues.inbound_queue.clone();
         let error = settings.validate().unwrap_err().to_string();
         assert!(error.contains("ORDER_PROCESS_INBOUND_QUEUE and ORDER_PROCESS_OUTBOUND_QUEUE"), "{error}");
     }

@@ -4,11 +4,13 @@
 use crate::http;
 use crate::settings::Settings;
 use crate::telemetry::MetricsExporter;
-use actors::amqp::{AmqpConfig, AmqpInbound, AmqpOutbound, Topology};
+use actors::amqp::{AmqpInbound, AmqpOutbound, Topology};
+use actors::processor::DatabaseConfig;
 use actors::processor::{self, SeaOrmOrderStore};
 use actors::retry::until_ok;
+use actors::secret::SecretUrl;
 use actors::status_writer::{self, RedisStatusStore};
-use actors::{Health, Metrics, Ports, Worker, WorkerConfig};
+use actors::{Health, Metrics, Ports, Worker};
 use anyhow::Context;
 use fred::interfaces::{ClientLike, EventInterface};
 use migration::{Migrator, MigratorTrait};
@@ -44,20 +46,23 @@ impl Application {
         let (exporter, metrics) = MetricsExporter::new()?;
         let exporter = Arc::new(exporter);
         let (stop_http, stopped) = oneshot::channel::<()>();
-        let (http_addr, server) = http::serve(settings.http.addr, health.clone(), exporter.clone(), async {
+        let (http_addr, server) = http::serve(settings.http.http_addr, health.clone(), exporter.clone(), async {
             let _ = stopped.await;
         })
         .await
-        .with_context(|| format!("cannot listen on {} (ORDER_PROCESS_HTTP_ADDR)", settings.http.addr))?;
+        .with_context(|| format!("cannot listen on {} (ORDER_PROCESS_HTTP_ADDR)", settings.http.http_addr))?;
         let http = actix_rt::spawn(server);
         tracing::info!(%http_addr, "health endpoints up");
 
-        let db = processor::connect(&settings.processor).await.context("DATABASE_URL is not usable")?;
+        let worker = &settings.worker;
+        let db = processor::connect(&worker.processor.database, worker.processor.sql_retry.timeout)
+            .await
+            .context("DATABASE_URL is not usable")?;
         if settings.migrate_on_start {
             until_ok("apply database migrations", || Migrator::up(&db, None)).await;
             tracing::info!("database schema up to date");
         }
-        let redis = status_writer::redis_client(&settings.status).context("REDIS_URL is not usable")?;
+        let redis = status_writer::redis_client(&worker.status).context("REDIS_URL is not usable")?;
         let reconnects = metrics.clone();
         let connected_before = std::sync::atomic::AtomicBool::new(false);
         redis.on_reconnect(move |_| {
@@ -69,23 +74,17 @@ impl Application {
         });
         redis.connect();
 
-        let topology = Arc::new(Topology::new(&settings.amqp, &settings.consumer.redelivery.delays));
+        let topology =
+            Arc::new(Topology::new(&worker.queues, &settings.amqp, &worker.consumer.redelivery.retry_delays));
+        let url = &settings.amqp.amqp_url;
         let ports = Ports {
-            inbound: Arc::new(AmqpInbound::new(settings.amqp.clone(), topology.clone())),
-            outbound: Arc::new(AmqpOutbound::new(settings.amqp.clone(), topology)),
+            inbound: Arc::new(AmqpInbound::new(url.clone(), topology.clone())),
+            outbound: Arc::new(AmqpOutbound::new(url.clone(), topology.clone())),
             orders: Arc::new(SeaOrmOrderStore::new(db.clone())),
-            statuses: Arc::new(RedisStatusStore::new(redis.clone(), &settings.status)),
+            statuses: Arc::new(RedisStatusStore::new(redis.clone(), &worker.status)),
         };
-        let config = WorkerConfig {
-            consumer: settings.consumer.clone(),
-            outbound_destination: settings.amqp.outbound_queue.clone(),
-            sql_retry: settings.processor.retry,
-            max_group: settings.processor.max_group,
-            status_retry: settings.status.retry,
-            publish_retry: settings.publisher.retry,
-        };
-        let worker = Worker::start(ports, config, health, metrics.clone());
-        let sampler = actix_rt::spawn(sample_queue_depths(settings.amqp.clone(), metrics));
+        let sampler = actix_rt::spawn(sample_queue_depths(url.clone(), topology, metrics.clone()));
+        let worker = Worker::start(ports, worker.clone(), health, metrics);
         Ok(Self { worker, http_addr, stop_http, http, db, redis, metrics: exporter, sampler, settings })
     }
 
@@ -107,7 +106,7 @@ impl Application {
     /// (up to the drain timeout) and are acked, connections close.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         shutdown.await;
-        let timeout = self.settings.consumer.drain_timeout;
+        let timeout = self.settings.worker.consumer.drain_timeout;
         tracing::info!(?timeout, "draining");
         let report = self.worker.drain(timeout).await.context("the consumer is gone")?;
         if report.abandoned > 0 {
@@ -129,13 +128,13 @@ impl Application {
 
 /// Samples the depth of the inbound and dead-letter queues, so that an alert can fire on a growing
 /// backlog or dead-letter queue. A failed sample is skipped (and logged at debug).
-async fn sample_queue_depths(config: AmqpConfig, metrics: Metrics) {
+async fn sample_queue_depths(url: SecretUrl, topology: Arc<Topology>, metrics: Metrics) {
     // The first sample after one interval: by then the consumer has declared the queues.
     let first = tokio::time::Instant::now() + QUEUE_SAMPLE_INTERVAL;
     let mut every = tokio::time::interval_at(first, QUEUE_SAMPLE_INTERVAL);
     loop {
         every.tick().await;
-        match actors::amqp::queue_depths(&config).await {
+        match actors::amqp::queue_depths(&url, &topology).await {
             Ok((inbound, dead_letter)) => {
                 metrics.queue_depth("inbound", inbound);
                 metrics.queue_depth("dead_letter", dead_letter);
@@ -146,12 +145,8 @@ async fn sample_queue_depths(config: AmqpConfig, metrics: Metrics) {
 }
 
 /// Applies pending migrations and returns.
-pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
-    let config = actors::processor::ProcessorConfig {
-        database_url: actors::secret::SecretUrl::new(database_url),
-        ..Default::default()
-    };
-    let db = processor::connect(&config).await.context("DATABASE_URL is not usable")?;
+pub async fn migrate(database: &DatabaseConfig) -> anyhow::Result<()> {
+    let db = processor::connect(database, Duration::from_secs(30)).await.context("DATABASE_URL is not usable")?;
     Migrator::up(&db, None).await.context("migration failed")?;
     db.close().await?;
     Ok(())

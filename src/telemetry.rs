@@ -33,24 +33,22 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How log lines are written; the levels come from `RUST_LOG`.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args, serde::Serialize)]
+pub struct LogConfig {
+    /// Log format: one JSON object a line, human-readable, or pretty on a terminal and JSON
+    /// otherwise. Levels come from RUST_LOG (default: info).
+    #[arg(long, env = "ORDER_PROCESS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Json,
     Pretty,
     /// Pretty on a terminal, JSON otherwise.
     Auto,
-}
-
-impl std::str::FromStr for LogFormat {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "json" => Ok(Self::Json),
-            "pretty" => Ok(Self::Pretty),
-            "auto" => Ok(Self::Auto),
-            _ => Err(format!("must be json, pretty or auto, got {s:?}")),
-        }
-    }
 }
 
 /// The signals OTLP can carry.
@@ -292,7 +290,8 @@ mod tests {
                     orders: Arc::new(MemoryOrderStore::default()),
                     statuses: Arc::new(MemoryStatusStore::default()),
                 };
-                let config = WorkerConfig { outbound_destination: "out".into(), ..Default::default() };
+                let mut config = WorkerConfig::default();
+                config.queues.outbound_queue = "out".into();
                 let worker = Worker::start(ports, config, Health::default(), Metrics::disabled());
                 let order = serde_json::json!({"correlationId": valid, "customerId": "c", "currency": "EUR",
                     "items": [{"sku": "s", "quantity": 1, "unitPrice": 1}]});

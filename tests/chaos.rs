@@ -7,11 +7,9 @@
 //! normal run and executed on their own, one at a time, by `scripts/test.sh` after the rest:
 //! `cargo nextest run --run-ignored only --test chaos --test-threads 1`.
 
-mod common;
-
-use common::worker::*;
-use common::*;
 use fred::prelude::{ClientLike, KeysInterface};
+use lab::kit::worker::*;
+use lab::kit::*;
 use lapin::options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use sea_orm::{ConnectionTrait, FromQueryResult, Statement};
@@ -127,7 +125,7 @@ struct Observed {
     retry_left: u32,
 }
 
-async fn observe(env: &TestEnv, load: &Load) -> Observed {
+async fn observe(env: &Sandbox, load: &Load) -> Observed {
     let rows = Stored::find_by_statement(Statement::from_string(
         env.db.get_database_backend(),
         "SELECT correlation_id::text AS correlation_id, min(order_id) AS order_id, count(*) AS copies FROM orders GROUP BY correlation_id",
@@ -195,7 +193,7 @@ fn check_invariants(load: &Load, seen: &Observed) -> usize {
     checks + 4
 }
 
-async fn wait_until_all_stored(env: &TestEnv, load: &Load, limit: Duration) {
+async fn wait_until_all_stored(env: &Sandbox, load: &Load, limit: Duration) {
     let deadline = Instant::now() + limit;
     loop {
         let stored: i64 = env
@@ -255,7 +253,7 @@ async fn terminate_database_connections(database: &str) {
 #[ignore = "restarts the shared services; scripts/test.sh runs it alone after the rest"]
 async fn no_order_is_lost_or_stored_twice_while_everything_is_killed_and_restarted() {
     let started = Instant::now();
-    let env = TestEnv::new().await;
+    let env = Sandbox::for_test().await;
     let mut worker = start_first_worker(&env).await;
 
     let load = load(3000);
@@ -335,7 +333,7 @@ async fn no_order_is_lost_or_stored_twice_while_everything_is_killed_and_restart
 #[ignore = "runs the worker binary under load and signals it; scripts/test.sh runs it alone after the rest"]
 async fn sigterm_under_load_drains_exits_zero_and_loses_nothing() {
     let started = Instant::now();
-    let env = TestEnv::new().await;
+    let env = Sandbox::for_test().await;
     // The first worker only declares the topology; the load then waits in the queue as a backlog.
     let (code, _) = start_first_worker(&env).await.terminate().await;
     assert_eq!(code, Some(0));

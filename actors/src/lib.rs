@@ -24,6 +24,7 @@
 //!   [`trace_context`]: W3C trace context in message headers.
 
 pub mod amqp;
+pub mod config;
 pub mod consumer;
 pub mod health;
 pub mod memory;

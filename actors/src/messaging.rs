@@ -8,11 +8,37 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use clap::Args;
 use futures::stream::BoxStream;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// The queues the worker consumes from and publishes to, whatever the broker.
+#[derive(Debug, Clone, PartialEq, Eq, Args, Serialize)]
+pub struct QueuesConfig {
+    /// Queue the orders arrive on.
+    #[arg(long, env = "ORDER_PROCESS_INBOUND_QUEUE", default_value = "OrderProcessed", value_parser = parse_queue_name)]
+    pub inbound_queue: String,
+    /// Queue the OrderProcessed events are published to.
+    #[arg(long, env = "ORDER_PROCESS_OUTBOUND_QUEUE", default_value = "OrdersProcessed", value_parser = parse_queue_name)]
+    pub outbound_queue: String,
+}
+
+impl Default for QueuesConfig {
+    fn default() -> Self {
+        crate::config::defaults()
+    }
+}
+
+/// A queue name every supported broker accepts: 1 to 255 bytes.
+pub fn parse_queue_name(text: &str) -> Result<String, String> {
+    if text.is_empty() || text.len() > 255 {
+        return Err("must be 1 to 255 bytes".into());
+    }
+    Ok(text.to_owned())
+}
 
 /// Header names this service writes on messages it hands back to the broker. They travel with the
 /// message, so a retry count survives a crash of the worker.

@@ -6,7 +6,8 @@
 //! broker for a delayed redelivery: an in-process retry must stay short, because it holds a
 //! delivery and a prefetch slot while it waits.
 
-use serde::{Deserialize, Serialize};
+use crate::config::{format_duration, parse_duration};
+use serde::Serialize;
 use std::fmt;
 use std::future::Future;
 use std::str::FromStr;
@@ -50,8 +51,8 @@ impl<E: Classify> Classify for Attempted<E> {
 /// Timeout per attempt, number of retries after the first attempt, and the backoff between them.
 ///
 /// Written as `timeout=2s,retries=3,backoff=50ms..1s` in flags and environment variables.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(into = "String")]
 pub struct RetryPolicy {
     pub timeout: Duration,
     pub retries: u32,
@@ -174,13 +175,6 @@ impl FromStr for RetryPolicy {
     }
 }
 
-impl TryFrom<String> for RetryPolicy {
-    type Error = String;
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        value.parse()
-    }
-}
-
 impl From<RetryPolicy> for String {
     fn from(policy: RetryPolicy) -> Self {
         policy.to_string()
@@ -209,32 +203,6 @@ where
         tokio::time::sleep(wait).await;
     }
     unreachable!("the attempts never run out")
-}
-
-/// Parses `250ms`, `2s`, `1m`, or a bare number of milliseconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number.parse().map_err(|_| format!("expected a duration such as 250ms, 2s or 1m, got {text:?}"))?;
-    match unit {
-        "" | "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("unknown unit in {text:?} (use ms, s or m)")),
-    }
-}
-
-/// The shortest exact spelling that [`parse_duration`] reads back.
-pub fn format_duration(duration: Duration) -> String {
-    let ms = duration.as_millis();
-    if ms != 0 && ms.is_multiple_of(60_000) {
-        format!("{}m", ms / 60_000)
-    } else if ms != 0 && ms.is_multiple_of(1000) {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{ms}ms")
-    }
 }
 
 #[cfg(test)]

@@ -1,12 +1,25 @@
 //! Connection strings that may hold passwords: shown and logged with the password masked.
 
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Serialize, Serializer};
+use std::cell::Cell;
 use std::fmt;
 
 /// A URL whose password never reaches a log line, an error message or `--help`.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct SecretUrl(String);
+
+thread_local! {
+    static EXPOSED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` with [`SecretUrl`]s serializing in clear: for handing settings to a child process
+/// (tests, benchmarks), never for anything that is shown or logged.
+pub fn exposing_secrets<T>(f: impl FnOnce() -> T) -> T {
+    EXPOSED.set(true);
+    let result = f();
+    EXPOSED.set(false);
+    result
+}
 
 impl SecretUrl {
     pub fn new(url: impl Into<String>) -> Self {
@@ -50,7 +63,7 @@ impl fmt::Display for SecretUrl {
 
 impl Serialize for SecretUrl {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.redacted())
+        if EXPOSED.get() { serializer.serialize_str(&self.0) } else { serializer.serialize_str(&self.redacted()) }
     }
 }
 

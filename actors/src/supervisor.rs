@@ -6,14 +6,19 @@
 
 use crate::consumer::{Consumer, ConsumerConfig, Drain, DrainReport};
 use crate::health::Health;
+use crate::messaging::QueuesConfig;
 use crate::messaging::{InboundBroker, OutboundBroker};
 use crate::metrics::Metrics;
 use crate::pipeline::Stages;
+use crate::processor::ProcessorConfig;
 use crate::processor::{OrderStore, Processor};
 use crate::publisher::Publisher;
-use crate::retry::RetryPolicy;
+use crate::publisher::PublisherConfig;
+use crate::status_writer::StatusConfig;
 use crate::status_writer::{StatusStore, StatusWriter};
 use actix::{Addr, MailboxError, Supervisor};
+use clap::Args;
+use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,29 +31,25 @@ pub struct Ports {
     pub statuses: Arc<dyn StatusStore>,
 }
 
-/// What the actors need beyond their ports.
-#[derive(Debug, Clone)]
+/// The configuration of the four actors, each part declared beside its actor and handed to it
+/// whole.
+#[derive(Debug, Clone, PartialEq, Eq, Args, Serialize)]
 pub struct WorkerConfig {
+    #[command(flatten)]
+    pub queues: QueuesConfig,
+    #[command(flatten)]
     pub consumer: ConsumerConfig,
-    /// Queue (or topic) the `OrderProcessed` events go to.
-    pub outbound_destination: String,
-    pub sql_retry: RetryPolicy,
-    /// Most orders in one transaction (group commit).
-    pub max_group: usize,
-    pub status_retry: RetryPolicy,
-    pub publish_retry: RetryPolicy,
+    #[command(flatten)]
+    pub processor: ProcessorConfig,
+    #[command(flatten)]
+    pub status: StatusConfig,
+    #[command(flatten)]
+    pub publisher: PublisherConfig,
 }
 
 impl Default for WorkerConfig {
     fn default() -> Self {
-        Self {
-            consumer: ConsumerConfig::default(),
-            outbound_destination: "OrdersProcessed".into(),
-            sql_retry: RetryPolicy::default(),
-            max_group: crate::processor::ProcessorConfig::default().max_group,
-            status_retry: RetryPolicy::default(),
-            publish_retry: RetryPolicy::default(),
-        }
+        crate::config::defaults()
     }
 }
 
@@ -65,24 +66,21 @@ impl Worker {
     /// Starts the actors on the current actix system. Must be called from within it.
     pub fn start(ports: Ports, config: WorkerConfig, health: Health, metrics: Metrics) -> Self {
         let Ports { inbound, outbound, orders, statuses } = ports;
+        let WorkerConfig { queues, consumer, processor, status, publisher } = config;
         let m = metrics.clone();
-        let status_writer = Supervisor::start(move |_| StatusWriter::new(statuses, config.status_retry, &m));
+        let status_writer = Supervisor::start(move |_| StatusWriter::new(statuses, &status, &m));
         let m = metrics.clone();
-        let max_group = config.max_group;
-        let processor = Supervisor::start(move |_| Processor::new(orders, config.sql_retry, max_group, &m));
-        let destination = config.outbound_destination;
-        let publish_retry = config.publish_retry;
+        let processor = Supervisor::start(move |_| Processor::new(orders, &processor, &m));
         let m = metrics.clone();
-        let publisher = Supervisor::start(move |_| Publisher::new(outbound, destination, publish_retry, &m));
+        let publisher =
+            Supervisor::start(move |_| Publisher::new(outbound, queues.outbound_queue.clone(), &publisher, &m));
         let stages = Stages {
             status: status_writer.clone().recipient(),
             processor: processor.clone().recipient(),
             publisher: publisher.clone().recipient(),
         };
         let consumer_health = health.clone();
-        let consumer_config = config.consumer;
-        let consumer =
-            Supervisor::start(move |_| Consumer::new(inbound, stages, consumer_config, consumer_health, &metrics));
+        let consumer = Supervisor::start(move |_| Consumer::new(inbound, stages, consumer, consumer_health, &metrics));
         Self { consumer, status_writer, processor, publisher, health }
     }
 

@@ -1,6 +1,7 @@
 //! The whole actor system over in-memory ports: which deliveries are acked, retried or
 //! dead-lettered when a dependency fails. No services needed.
 
+use actors::config::Durations;
 use actors::memory::{MemoryBroker, MemoryOrderStore, MemoryStatusStore, StoredMessage};
 use actors::messaging::{BrokerError, OutboundBroker, OutboundMessage, Outbox};
 use actors::order::{CorrelationId, ValidOrder};
@@ -101,14 +102,12 @@ fn start(store_failures: u32, transient: bool, status_failures: u32, publish_fai
     let orders = MemoryOrderStore::default();
     let statuses = MemoryStatusStore::default();
     let no_retry = RetryPolicy { retries: 0, timeout: Duration::from_secs(1), ..RetryPolicy::default() };
-    let mut config = WorkerConfig {
-        outbound_destination: OUTBOUND.into(),
-        sql_retry: no_retry,
-        status_retry: no_retry,
-        publish_retry: no_retry,
-        ..WorkerConfig::default()
-    };
-    config.consumer.redelivery.delays = vec![Duration::from_millis(10)];
+    let mut config = WorkerConfig::default();
+    config.queues.outbound_queue = OUTBOUND.into();
+    config.processor.sql_retry = no_retry;
+    config.status.redis_retry = no_retry;
+    config.publisher.publish_retry = no_retry;
+    config.consumer.redelivery.retry_delays = Durations(vec![Duration::from_millis(10)]);
     config.consumer.redelivery.max_attempts = 3;
     let ports = Ports {
         inbound: Arc::new(broker.clone()),

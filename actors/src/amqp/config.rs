@@ -1,68 +1,48 @@
+use crate::messaging::parse_queue_name;
 use crate::secret::SecretUrl;
-use serde::{Deserialize, Serialize};
+use clap::{ArgAction, Args, ValueEnum, value_parser};
+use serde::Serialize;
 
-/// Where the broker is and what the queues are called.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+/// Where the RabbitMQ broker is and how this service's queues are declared on it.
+#[derive(Debug, Clone, PartialEq, Eq, Args, Serialize)]
 pub struct AmqpConfig {
-    /// AMQP 0-9-1 URL, `amqps://` for TLS.
-    pub url: SecretUrl,
-    /// Queue the orders arrive on.
-    pub inbound_queue: String,
-    /// Queue the `OrderProcessed` events go to.
-    pub outbound_queue: String,
-    /// Queue of messages that can never be processed; `{inbound_queue}.dlq` when empty.
-    pub dead_letter_queue: String,
-    /// `classic` or `quorum`. Existing queues keep the type they were declared with.
+    /// AMQP 0-9-1 broker URL (`amqps://` for TLS).
+    #[arg(long, env = "AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    pub amqp_url: SecretUrl,
+    /// Dead-letter queue [default: <inbound-queue>.dlq].
+    #[arg(long, env = "ORDER_PROCESS_DEAD_LETTER_QUEUE", value_parser = parse_queue_name)]
+    pub dead_letter_queue: Option<String>,
+    /// Type of the queues this service declares. Existing queues keep the type they were
+    /// declared with.
+    #[arg(long, env = "ORDER_PROCESS_QUEUE_TYPE", value_enum, default_value_t = QueueType::Classic)]
     pub queue_type: QueueType,
-    /// Quorum queues only: deliveries of one message (counting redeliveries after a crash)
-    /// before the broker dead-letters it, so a message that crashes the worker cannot loop
-    /// forever. RabbitMQ 4 would otherwise apply its own default of 20.
+    /// Quorum queues: deliveries of one message (counting redeliveries after a crash) before the
+    /// broker dead-letters it, so a message that crashes the worker cannot loop forever.
+    #[arg(long, env = "ORDER_PROCESS_DELIVERY_LIMIT", default_value_t = 50, value_parser = value_parser!(u32).range(1..))]
     pub delivery_limit: u32,
-    /// Only one consumer of the inbound queue receives messages; the others wait as standbys and
-    /// one takes over when it goes (RabbitMQ single active consumer). Orders are then stored in
-    /// queue order across all replicas, at the throughput of one.
+    /// Strict order across replicas: one replica consumes, the others stand by (RabbitMQ single
+    /// active consumer on the inbound queue), at the throughput of one.
+    #[arg(long, env = "ORDER_PROCESS_SINGLE_ACTIVE_CONSUMER", default_value_t = false, action = ArgAction::Set)]
     pub single_active_consumer: bool,
 }
 
 impl Default for AmqpConfig {
     fn default() -> Self {
-        Self {
-            url: SecretUrl::new("amqp://guest:guest@127.0.0.1:5672/%2f"),
-            inbound_queue: "OrderProcessed".into(),
-            outbound_queue: "OrdersProcessed".into(),
-            dead_letter_queue: String::new(),
-            queue_type: QueueType::Classic,
-            delivery_limit: 50,
-            single_active_consumer: false,
-        }
+        crate::config::defaults()
     }
 }
 
 impl AmqpConfig {
-    pub fn dead_letter_queue(&self) -> String {
-        if self.dead_letter_queue.is_empty() {
-            format!("{}.dlq", self.inbound_queue)
-        } else {
-            self.dead_letter_queue.clone()
-        }
+    /// The dead-letter queue of `inbound`: the configured one, or `{inbound}.dlq`.
+    pub fn dead_letter_queue_of(&self, inbound: &str) -> String {
+        self.dead_letter_queue.clone().unwrap_or_else(|| format!("{inbound}.dlq"))
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum QueueType {
     Classic,
+    /// Replicated (for a RabbitMQ cluster).
     Quorum,
-}
-
-impl std::str::FromStr for QueueType {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "classic" => Ok(Self::Classic),
-            "quorum" => Ok(Self::Quorum),
-            _ => Err(format!("must be classic or quorum, got {s:?}")),
-        }
-    }
 }

@@ -1,39 +1,40 @@
 use super::outbound::publish_confirmed;
-use super::{AmqpConfig, connect, convert, protocol_error};
+use super::{Topology, connect, convert, protocol_error};
 use crate::messaging::{BrokerError, DeadLetter, DeadLetterQueue, headers};
+use crate::secret::SecretUrl;
 use async_trait::async_trait;
 use lapin::message::BasicGetMessage;
 use lapin::options::{BasicAckOptions, BasicGetOptions, ConfirmSelectOptions, QueueDeclareOptions, QueuePurgeOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection};
+use std::sync::Arc;
 
 /// The dead-letter queue on RabbitMQ. Browsing takes messages without acking them and closes the
 /// channel afterwards, which returns them to the queue in their order.
 pub struct AmqpDeadLetters {
-    config: AmqpConfig,
+    url: SecretUrl,
+    topology: Arc<Topology>,
 }
 
 impl AmqpDeadLetters {
-    pub fn new(config: AmqpConfig) -> Self {
-        Self { config }
+    pub fn new(url: SecretUrl, topology: Arc<Topology>) -> Self {
+        Self { url, topology }
     }
 
     async fn open(&self) -> Result<(Connection, Channel, u32), BrokerError> {
-        let connection = connect(&self.config, "dlq tool").await?;
+        let connection = connect(&self.url, "dlq tool").await?;
         let channel = connection.create_channel().await.map_err(protocol_error)?;
         let passive = QueueDeclareOptions { passive: true, ..Default::default() };
         let queue = channel
-            .queue_declare(self.config.dead_letter_queue().as_str().into(), passive, FieldTable::default())
+            .queue_declare(self.topology.dead_letter.as_str().into(), passive, FieldTable::default())
             .await
-            .map_err(|e| {
-                BrokerError::Protocol(format!("dead-letter queue {:?}: {e}", self.config.dead_letter_queue()))
-            })?;
+            .map_err(|e| BrokerError::Protocol(format!("dead-letter queue {:?}: {e}", self.topology.dead_letter)))?;
         Ok((connection, channel, queue.message_count()))
     }
 
     async fn next(&self, channel: &Channel) -> Result<Option<BasicGetMessage>, BrokerError> {
         channel
-            .basic_get(self.config.dead_letter_queue().as_str().into(), BasicGetOptions { no_ack: false })
+            .basic_get(self.topology.dead_letter.as_str().into(), BasicGetOptions { no_ack: false })
             .await
             .map_err(protocol_error)
     }
@@ -70,7 +71,7 @@ impl DeadLetterQueue for AmqpDeadLetters {
             let delivery = &message.delivery;
             let properties = convert::without_expiration(&delivery.properties)
                 .with_headers(without_failure_history(delivery.properties.headers().as_ref()));
-            publish_confirmed(&channel, &self.config.inbound_queue, &delivery.data, properties).await?;
+            publish_confirmed(&channel, &self.topology.inbound, &delivery.data, properties).await?;
             delivery.acker.ack(BasicAckOptions::default()).await.map_err(|e| BrokerError::Closed(e.to_string()))?;
             moved += 1;
         }
@@ -81,7 +82,7 @@ impl DeadLetterQueue for AmqpDeadLetters {
     async fn purge(&self) -> Result<u32, BrokerError> {
         let (connection, channel, _) = self.open().await?;
         let purged = channel
-            .queue_purge(self.config.dead_letter_queue().as_str().into(), QueuePurgeOptions::default())
+            .queue_purge(self.topology.dead_letter.as_str().into(), QueuePurgeOptions::default())
             .await
             .map_err(protocol_error)?;
         let _ = connection.close(200, "purged".into()).await;

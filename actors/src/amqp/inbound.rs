@@ -1,8 +1,9 @@
 use super::outbound::publish_confirmed;
-use super::{AmqpConfig, Topology, connect, convert, protocol_error};
+use super::{Topology, connect, convert, protocol_error};
 use crate::messaging::{
     BrokerError, Delivery, FailureRecord, InboundBroker, Settle, Subscription, SubscriptionControl,
 };
+use crate::secret::SecretUrl;
 use async_trait::async_trait;
 use futures::StreamExt;
 use lapin::options::{
@@ -17,13 +18,13 @@ use std::time::Duration;
 
 /// Subscribes the consumer to the inbound queue.
 pub struct AmqpInbound {
-    config: AmqpConfig,
+    url: SecretUrl,
     topology: Arc<Topology>,
 }
 
 impl AmqpInbound {
-    pub fn new(config: AmqpConfig, topology: Arc<Topology>) -> Self {
-        Self { config, topology }
+    pub fn new(url: SecretUrl, topology: Arc<Topology>) -> Self {
+        Self { url, topology }
     }
 }
 
@@ -108,7 +109,7 @@ impl InboundBroker for AmqpInbound {
     }
 
     async fn subscribe(&self, prefetch: u16) -> Result<Subscription, BrokerError> {
-        let connection = connect(&self.config, "consumer").await?;
+        let connection = connect(&self.url, "consumer").await?;
         let channel = connection.create_channel().await.map_err(protocol_error)?;
         self.topology.declare(&channel).await?;
         channel.basic_qos(prefetch, BasicQosOptions::default()).await.map_err(protocol_error)?;

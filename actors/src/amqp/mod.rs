@@ -27,13 +27,12 @@ pub use probe::queue_depths;
 pub use topology::Topology;
 
 use crate::messaging::BrokerError;
+use crate::secret::SecretUrl;
 use lapin::{Connection, ConnectionProperties};
 
-async fn connect(config: &AmqpConfig, role: &str) -> Result<Connection, BrokerError> {
+async fn connect(url: &SecretUrl, role: &str) -> Result<Connection, BrokerError> {
     let properties = ConnectionProperties::default().with_connection_name(format!("order-process {role}").into());
-    Connection::connect(config.url.expose(), properties)
-        .await
-        .map_err(|e| BrokerError::Connection(format!("{} ({e})", config.url)))
+    Connection::connect(url.expose(), properties).await.map_err(|e| BrokerError::Connection(format!("{url} ({e})")))
 }
 
 fn protocol_error(e: lapin::Error) -> BrokerError {

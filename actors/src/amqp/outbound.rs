@@ -1,5 +1,6 @@
-use super::{AmqpConfig, Topology, connect, convert, protocol_error};
+use super::{Topology, connect, convert, protocol_error};
 use crate::messaging::{BrokerError, HeaderValue, OutboundBroker, OutboundMessage, Outbox};
+use crate::secret::SecretUrl;
 use async_trait::async_trait;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, Confirmation, Connection};
@@ -7,13 +8,13 @@ use std::sync::Arc;
 
 /// Opens the publisher's connection and confirm-mode channel.
 pub struct AmqpOutbound {
-    config: AmqpConfig,
+    url: SecretUrl,
     topology: Arc<Topology>,
 }
 
 impl AmqpOutbound {
-    pub fn new(config: AmqpConfig, topology: Arc<Topology>) -> Self {
-        Self { config, topology }
+    pub fn new(url: SecretUrl, topology: Arc<Topology>) -> Self {
+        Self { url, topology }
     }
 }
 
@@ -24,7 +25,7 @@ impl OutboundBroker for AmqpOutbound {
     }
 
     async fn open(&self) -> Result<Arc<dyn Outbox>, BrokerError> {
-        let connection = connect(&self.config, "publisher").await?;
+        let connection = connect(&self.url, "publisher").await?;
         let channel = connection.create_channel().await.map_err(protocol_error)?;
         self.topology.declare(&channel).await?;
         channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(protocol_error)?;

@@ -1,17 +1,18 @@
-use super::{AmqpConfig, connect, protocol_error};
+use super::{Topology, connect, protocol_error};
 use crate::messaging::BrokerError;
+use crate::secret::SecretUrl;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 
 /// Messages ready in the inbound and the dead-letter queue, read over a short connection of its
 /// own (a passive declare of a missing queue closes the channel, which must never be the
 /// consumer's).
-pub async fn queue_depths(config: &AmqpConfig) -> Result<(u32, u32), BrokerError> {
-    let connection = connect(config, "queue probe").await?;
+pub async fn queue_depths(url: &SecretUrl, topology: &Topology) -> Result<(u32, u32), BrokerError> {
+    let connection = connect(url, "queue probe").await?;
     let channel = connection.create_channel().await.map_err(protocol_error)?;
     let passive = QueueDeclareOptions { passive: true, ..Default::default() };
     let mut depths = [0; 2];
-    for (depth, queue) in depths.iter_mut().zip([config.inbound_queue.clone(), config.dead_letter_queue()]) {
+    for (depth, queue) in depths.iter_mut().zip([&topology.inbound, &topology.dead_letter]) {
         let declared = channel.queue_declare(queue.as_str().into(), passive, FieldTable::default()).await;
         *depth = declared.map_err(protocol_error)?.message_count();
     }

@@ -1,7 +1,8 @@
 use super::config::{AmqpConfig, QueueType};
 use super::protocol_error;
+use crate::config::{Durations, format_duration};
 use crate::messaging::BrokerError;
-use crate::retry::format_duration;
+use crate::messaging::QueuesConfig;
 use lapin::Channel;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString};
@@ -34,17 +35,17 @@ pub struct Topology {
 
 impl Topology {
     /// `retry_delays` are the broker-side redelivery delays; one retry queue is declared for each.
-    pub fn new(config: &AmqpConfig, retry_delays: &[Duration]) -> Self {
+    pub fn new(queues: &QueuesConfig, config: &AmqpConfig, retry_delays: &Durations) -> Self {
         let mut delays = retry_delays.to_vec();
         delays.sort();
         delays.dedup();
         Self {
-            inbound: config.inbound_queue.clone(),
-            outbound: config.outbound_queue.clone(),
-            dead_letter: config.dead_letter_queue(),
+            inbound: queues.inbound_queue.clone(),
+            outbound: queues.outbound_queue.clone(),
+            dead_letter: config.dead_letter_queue_of(&queues.inbound_queue),
             retry: delays
                 .into_iter()
-                .map(|d| (d, format!("{}.retry.{}", config.inbound_queue, format_duration(d))))
+                .map(|d| (d, format!("{}.retry.{}", queues.inbound_queue, format_duration(d))))
                 .collect(),
             queue_type: config.queue_type,
             delivery_limit: config.delivery_limit,
@@ -131,8 +132,8 @@ mod tests {
     use super::*;
 
     fn topology(delays: &[u64]) -> Topology {
-        let delays: Vec<_> = delays.iter().map(|s| Duration::from_secs(*s)).collect();
-        Topology::new(&AmqpConfig::default(), &delays)
+        let delays = Durations(delays.iter().map(|s| Duration::from_secs(*s)).collect());
+        Topology::new(&QueuesConfig::default(), &AmqpConfig::default(), &delays)
     }
 
     #[test]

@@ -192,7 +192,7 @@ impl Handler<Drain> for Consumer {
         self.draining = true;
         self.health.start_draining();
         self.start_batch(ctx);
-        let subscription = self.subscription.clone();
+        let subscription = self.subscription.take();
         let mut in_flight = self.in_flight.subscribe();
         let draining = async move {
             if let Some(subscription) = &subscription
@@ -202,10 +202,14 @@ impl Handler<Drain> for Consumer {
             }
             let _ = tokio::time::timeout(msg.timeout, in_flight.wait_for(|n| *n == 0)).await;
             let abandoned = *in_flight.borrow();
+            // Closing returns whatever is still unsettled to the queue, for another replica; the
+            // drain ends only once the connection is closed, so nothing is held after it.
+            if let Some(subscription) = subscription {
+                subscription.close().await;
+            }
             DrainReport { abandoned }
         };
         Box::pin(draining.into_actor(self).map(|report, act, _| {
-            // Closing returns whatever is still unsettled to the queue, for another replica.
             act.detach();
             report
         }))

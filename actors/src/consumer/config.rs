@@ -1,105 +1,64 @@
-use crate::retry::{format_duration, parse_duration};
-use serde::{Deserialize, Serialize};
+use crate::config::{Durations, duration_text, parse_duration, parse_positive_duration};
+use clap::{Args, value_parser};
+use serde::Serialize;
 use std::time::Duration;
 
 /// Configuration of the consumer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[derive(Debug, Clone, PartialEq, Eq, Args, Serialize)]
 pub struct ConsumerConfig {
     /// Deliveries in flight at once (AMQP prefetch). Bounds the memory a backlog can take.
+    #[arg(long, env = "ORDER_PROCESS_PREFETCH", default_value_t = 512, value_parser = value_parser!(u16).range(1..))]
     pub prefetch: u16,
-    /// Most deliveries processed together: one status write, one transaction and one round of
-    /// publishes for all of them.
+    /// Most deliveries processed together (one status write, one transaction, one round of
+    /// publishes).
+    #[arg(long, env = "ORDER_PROCESS_BATCH_SIZE", default_value_t = 128, value_parser = value_parser!(u16).range(1..))]
     pub batch_size: u16,
-    /// How long a batch waits for more deliveries after its first one before it starts anyway:
-    /// the latency paid at low traffic for fewer round trips at high traffic.
+    /// How long a batch waits for more deliveries after its first one: the latency paid at low
+    /// traffic for fewer round trips at high traffic.
+    #[arg(long, env = "ORDER_PROCESS_BATCH_LINGER", default_value = "1ms", value_parser = parse_duration)]
     #[serde(with = "duration_text")]
     pub batch_linger: Duration,
-    /// How failed messages come back.
+    #[command(flatten)]
     pub redelivery: RedeliveryPolicy,
-    /// On shutdown, how long in-flight deliveries may take to finish before the rest is left to
-    /// the broker to redeliver.
+    /// On SIGTERM/SIGINT, how long deliveries in flight may take to finish; the rest goes back to
+    /// the queue.
+    #[arg(long, env = "ORDER_PROCESS_DRAIN_TIMEOUT", default_value = "20s", value_parser = parse_positive_duration)]
     #[serde(with = "duration_text")]
     pub drain_timeout: Duration,
 }
 
 impl Default for ConsumerConfig {
     fn default() -> Self {
-        Self {
-            prefetch: 512,
-            batch_size: 128,
-            batch_linger: Duration::from_millis(1),
-            redelivery: RedeliveryPolicy::default(),
-            drain_timeout: Duration::from_secs(20),
-        }
+        crate::config::defaults()
     }
 }
 
 /// Broker-side redelivery of messages whose processing failed after the in-process retries:
-/// the n-th failure waits `delays[n-1]` (the last delay repeats); failure number `max_attempts`
-/// dead-letters the message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+/// the n-th failure waits `retry_delays[n-1]` (the last delay repeats); failure number
+/// `max_attempts` dead-letters the message.
+#[derive(Debug, Clone, PartialEq, Eq, Args, Serialize)]
 pub struct RedeliveryPolicy {
+    /// Failed attempts after which a message is dead-lettered.
+    #[arg(long, env = "ORDER_PROCESS_MAX_ATTEMPTS", default_value_t = 5, value_parser = value_parser!(u32).range(1..))]
     pub max_attempts: u32,
-    #[serde(with = "durations_text")]
-    pub delays: Vec<Duration>,
+    /// Broker-side delays before the 1st, 2nd, ... redelivery of a failed message (the last one
+    /// repeats). One retry queue is declared per delay.
+    #[arg(long, env = "ORDER_PROCESS_RETRY_DELAYS", default_value = "1s,4s,16s,1m")]
+    pub retry_delays: Durations,
 }
 
 impl Default for RedeliveryPolicy {
     fn default() -> Self {
-        Self { max_attempts: 5, delays: [1, 4, 16, 60].map(Duration::from_secs).to_vec() }
+        crate::config::defaults()
     }
 }
 
 impl RedeliveryPolicy {
     /// The wait before redelivery after failure number `attempts` (1-based).
     pub fn delay_after(&self, attempts: u32) -> Duration {
-        let index = (attempts.max(1) as usize - 1).min(self.delays.len().saturating_sub(1));
-        self.delays.get(index).copied().unwrap_or(Duration::from_secs(1))
-    }
-}
-
-/// Parses `1s,4s,16s,60s`.
-pub fn parse_delays(text: &str) -> Result<Vec<Duration>, String> {
-    let delays = text
-        .split(',')
-        .map(str::trim)
-        .filter(|part| !part.is_empty())
-        .map(parse_duration)
-        .collect::<Result<Vec<_>, _>>()?;
-    if delays.is_empty() || delays.iter().any(Duration::is_zero) {
-        return Err("needs at least one delay, each greater than zero".into());
-    }
-    Ok(delays)
-}
-
-pub fn format_delays(delays: &[Duration]) -> String {
-    delays.iter().map(|d| format_duration(*d)).collect::<Vec<_>>().join(",")
-}
-
-mod duration_text {
-    use crate::retry::{format_duration, parse_duration};
-    use serde::{Deserialize, Deserializer, Serializer, de::Error};
-    use std::time::Duration;
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format_duration(*d))
-    }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        parse_duration(&String::deserialize(d)?).map_err(D::Error::custom)
-    }
-}
-
-mod durations_text {
-    use serde::{Deserialize, Deserializer, Serializer, de::Error};
-    use std::time::Duration;
-
-    pub fn serialize<S: Serializer>(d: &[Duration], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&super::format_delays(d))
-    }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
-        super::parse_delays(&String::deserialize(d)?).map_err(D::Error::custom)
+        let delays = &self.retry_delays;
+        let index = (attempts.max(1) as usize - 1).min(delays.len().saturating_sub(1));
+        delays.get(index).copied().unwrap_or(Duration::from_secs(1))
     }
 }
 
@@ -109,28 +68,17 @@ mod tests {
 
     #[test]
     fn delays_grow_then_repeat_the_last() {
-        let policy = RedeliveryPolicy { max_attempts: 9, delays: parse_delays("1s, 4s,16s").unwrap() };
+        let policy = RedeliveryPolicy { max_attempts: 9, retry_delays: "1s, 4s,16s".parse().unwrap() };
         let delays: Vec<_> = (1..=5).map(|n| policy.delay_after(n).as_secs()).collect();
         assert_eq!(delays, [1, 4, 16, 16, 16]);
     }
 
     #[test]
-    fn delay_lists_parse_and_print_alike() {
-        assert_eq!(format_delays(&parse_delays("500ms,2s,1m").unwrap()), "500ms,2s,1m");
-        assert!(parse_delays("").is_err());
-        assert!(parse_delays("1s,0s").is_err());
-        assert!(parse_delays("1s,soon").unwrap_err().contains("soon"));
-    }
-
-    #[test]
-    fn config_round_trips_through_serde() {
+    fn the_defaults_are_the_documented_ones() {
         let config = ConsumerConfig::default();
-        let json = serde_json::to_value(&config).unwrap();
-        assert_eq!(json["drain_timeout"], "20s");
-        assert_eq!(json["redelivery"]["delays"], "1s,4s,16s,1m");
-        assert_eq!(serde_json::from_value::<ConsumerConfig>(json).unwrap(), config);
-        let partial: ConsumerConfig = serde_json::from_str(r#"{"prefetch": 8}"#).unwrap();
-        assert_eq!(partial.prefetch, 8);
-        assert_eq!(partial.redelivery, RedeliveryPolicy::default());
+        assert_eq!((config.prefetch, config.batch_size), (512, 128));
+        assert_eq!((config.batch_linger, config.drain_timeout), (Duration::from_millis(1), Duration::from_secs(20)));
+        assert_eq!(config.redelivery.max_attempts, 5);
+        assert_eq!(config.redelivery.retry_delays.to_string(), "1s,4s,16s,1m");
     }
 }

@@ -95,7 +95,10 @@ mod tests {
     }
 
     fn policy() -> RedeliveryPolicy {
-        RedeliveryPolicy { max_attempts: 3, delays: vec![Duration::from_secs(1), Duration::from_secs(4)] }
+        RedeliveryPolicy {
+            max_attempts: 3,
+            retry_delays: crate::config::Durations(vec![Duration::from_secs(1), Duration::from_secs(4)]),
+        }
     }
 
     #[test]

@@ -15,5 +15,5 @@ mod disposition;
 
 pub use actor::{Consumer, Drain, DrainReport};
 pub use batch::BatchHandler;
-pub use config::{ConsumerConfig, RedeliveryPolicy, format_delays, parse_delays};
+pub use config::{ConsumerConfig, RedeliveryPolicy};
 pub use disposition::{Disposition, Outcome, decide};

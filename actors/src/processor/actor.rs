@@ -1,4 +1,4 @@
-use super::{OrderStore, OrderStoreError, Persisted};
+use super::{OrderStore, OrderStoreError, Persisted, ProcessorConfig};
 use crate::metrics::{Actor as ActorName, ActorMetrics, Metrics};
 use crate::order::{CorrelationId, ValidOrder};
 use crate::retry::{Attempted, Classify, RetryPolicy};
@@ -42,12 +42,12 @@ struct Waiting {
 const MAILBOX: usize = 4096;
 
 impl Processor {
-    pub fn new(store: Arc<dyn OrderStore>, retry: RetryPolicy, max_group: usize, metrics: &Metrics) -> Self {
+    pub fn new(store: Arc<dyn OrderStore>, config: &ProcessorConfig, metrics: &Metrics) -> Self {
         Self {
             store,
-            retry,
+            retry: config.sql_retry,
             metrics: metrics.actor(ActorName::Processor),
-            max_group: max_group.max(1),
+            max_group: usize::from(config.group_commit_max).max(1),
             waiting: VecDeque::new(),
             committing: false,
         }

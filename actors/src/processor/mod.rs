@@ -4,8 +4,8 @@
 //!   reply is each order's [`Persisted`] id, the same id for every redelivery of the same
 //!   CorrelationId (the unique constraint on `correlation_id` decides, inside the transaction,
 //!   whether an order is new), or its own error.
-//! - [`OrderStore`] is the port; [`SeaOrmOrderStore`] the adapter (PostgreSQL, and SQLite for the
-//!   embedded mode); tests use an in-memory store.
+//! - [`OrderStore`] is the port; [`SeaOrmOrderStore`] the adapter (PostgreSQL); tests and the
+//!   embedded demo use an in-memory store.
 
 mod actor;
 mod config;
@@ -15,6 +15,6 @@ mod sea_orm_store;
 mod store;
 
 pub use actor::{PersistOrders, PersistResult, Processor};
-pub use config::ProcessorConfig;
+pub use config::{DatabaseConfig, ProcessorConfig};
 pub use sea_orm_store::{SeaOrmOrderStore, connect};
 pub use store::{OrderStore, OrderStoreError, Persisted};

@@ -1,28 +1,24 @@
-use super::entity::{order_items, orders};
-use super::{OrderStore, OrderStoreError, Persisted, ProcessorConfig};
+use super::{DatabaseConfig, OrderStore, OrderStoreError, Persisted};
 use crate::order::{OrderId, ValidOrder};
 use async_trait::async_trait;
 use sea_orm::sea_query::{ArrayType, Value};
 use sea_orm::sqlx;
-use sea_orm::{
-    ActiveValue::{NotSet, Set},
-    ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, EntityTrait,
-    QueryFilter, QuerySelect, RuntimeErr, Statement, TransactionTrait, TryInsertResult,
-};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, RuntimeErr, Statement};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
 /// Opens the pool lazily: the worker starts, and reports not-ready, while the database is down,
-/// instead of failing to start.
-pub async fn connect(config: &ProcessorConfig) -> Result<DatabaseConnection, DbErr> {
+/// instead of failing to start. Taking a connection from the pool waits at most
+/// `acquire_timeout` (the SQL retry policy's timeout per attempt).
+pub async fn connect(config: &DatabaseConfig, acquire_timeout: Duration) -> Result<DatabaseConnection, DbErr> {
     let mut options = ConnectOptions::new(config.database_url.expose());
     options
-        .max_connections(config.max_connections)
+        .max_connections(config.db_max_connections)
         .min_connections(0)
         .connect_timeout(Duration::from_secs(5))
-        .acquire_timeout(config.retry.timeout)
+        .acquire_timeout(acquire_timeout)
         .sqlx_logging(false)
         .connect_lazy(true);
     let server = Arc::new(super::nodelay::server_addresses(config.database_url.expose()));
@@ -38,8 +34,7 @@ pub async fn connect(config: &ProcessorConfig) -> Result<DatabaseConnection, DbE
     Database::connect(options).await
 }
 
-/// [`OrderStore`] on SeaORM: one statement per batch on PostgreSQL, entity inserts in one
-/// transaction elsewhere (SQLite, for the embedded mode).
+/// [`OrderStore`] on SeaORM and PostgreSQL: one statement per batch.
 #[derive(Clone)]
 pub struct SeaOrmOrderStore {
     db: DatabaseConnection,
@@ -118,50 +113,12 @@ impl SeaOrmOrderStore {
             })
             .collect()
     }
-
-    /// The portable path: entity inserts in one transaction.
-    async fn persist_entities(&self, orders: &[Arc<ValidOrder>]) -> Result<Vec<Persisted>, DbErr> {
-        let txn = self.db.begin().await?;
-        let mut results = Vec::with_capacity(orders.len());
-        for order in orders {
-            let inserted = orders::Entity::insert(order_row(order))
-                .on_conflict_do_nothing_on([orders::Column::CorrelationId])
-                .exec(&txn)
-                .await?;
-            let persisted = match inserted {
-                TryInsertResult::Inserted(result) => {
-                    order_items::Entity::insert_many(item_rows(result.last_insert_id, order))
-                        .exec_without_returning(&txn)
-                        .await?;
-                    Persisted { order_id: OrderId(result.last_insert_id), created: true }
-                }
-                TryInsertResult::Conflicted | TryInsertResult::Empty => {
-                    let order_id: i64 = orders::Entity::find()
-                        .select_only()
-                        .column(orders::Column::OrderId)
-                        .filter(orders::Column::CorrelationId.eq(order.correlation_id.as_uuid()))
-                        .into_tuple()
-                        .one(&txn)
-                        .await?
-                        .ok_or_else(|| DbErr::RecordNotFound(format!("order {} vanished", order.correlation_id)))?;
-                    Persisted { order_id: OrderId(order_id), created: false }
-                }
-            };
-            results.push(persisted);
-        }
-        txn.commit().await?;
-        Ok(results)
-    }
 }
 
 #[async_trait]
 impl OrderStore for SeaOrmOrderStore {
     async fn persist_batch(&self, orders: &[Arc<ValidOrder>]) -> Result<Vec<Persisted>, OrderStoreError> {
-        let persisted = match self.db.get_database_backend() {
-            DbBackend::Postgres => self.persist_postgres(orders).await,
-            _ => self.persist_entities(orders).await,
-        };
-        persisted.map_err(classify)
+        self.persist_postgres(orders).await.map_err(classify)
     }
 }
 
@@ -198,35 +155,6 @@ fn text(value: Option<String>) -> Value {
     Value::String(Some(value.unwrap_or_default()))
 }
 
-fn order_row(order: &ValidOrder) -> orders::ActiveModel {
-    orders::ActiveModel {
-        order_id: NotSet,
-        correlation_id: Set(order.correlation_id.as_uuid()),
-        customer_id: Set(order.customer_id.clone()),
-        currency: Set(order.currency.clone()),
-        total: Set(order.total()),
-        identity_subject: Set(order.identity.as_ref().and_then(|i| i.subject.clone())),
-        identity_claims: Set(order.identity.as_ref().map(|i| serde_json::Value::Object(i.claims.clone()))),
-        accepted_at: Set(order.accepted_at),
-        created_at: NotSet,
-    }
-}
-
-fn item_rows(order_id: i64, order: &ValidOrder) -> Vec<order_items::ActiveModel> {
-    order
-        .items
-        .iter()
-        .zip(1..)
-        .map(|(line, line_number)| order_items::ActiveModel {
-            order_id: Set(order_id),
-            line_number: Set(line_number),
-            sku: Set(line.sku.clone()),
-            quantity: Set(line.quantity as i32),
-            unit_price: Set(line.unit_price),
-        })
-        .collect()
-}
-
 /// Sorts database errors into those worth retrying and those that will fail the same way again.
 /// PostgreSQL's SQLSTATE classes decide where there is one: 08 (connection), 40 (serialization
 /// failure, deadlock), 53 (insufficient resources), 57 (operator intervention, e.g. shutdown) and
@@ -238,11 +166,9 @@ pub fn classify(error: DbErr) -> OrderStoreError {
         _ => return OrderStoreError::Rejected(error.to_string()),
     };
     let transient = match sqlx_error {
-        sqlx::Error::Database(db) => match db.code() {
-            Some(code) => ["08", "40", "53", "57", "58"].iter().any(|class| code.starts_with(class)),
-            // SQLite reports no SQLSTATE; its only passing errors are busy/locked.
-            None => db.message().contains("locked") || db.message().contains("busy"),
-        },
+        sqlx::Error::Database(db) => {
+            db.code().is_some_and(|code| ["08", "40", "53", "57", "58"].iter().any(|class| code.starts_with(class)))
+        }
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
         | sqlx::Error::Protocol(_)

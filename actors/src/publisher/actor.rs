@@ -1,4 +1,4 @@
-use super::OrderProcessed;
+use super::{OrderProcessed, PublisherConfig};
 use crate::messaging::{BrokerError, OutboundBroker, OutboundMessage, Outbox};
 use crate::metrics::{Actor as ActorName, ActorMetrics, Metrics};
 use crate::retry::Classify;
@@ -48,11 +48,16 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    pub fn new(broker: Arc<dyn OutboundBroker>, destination: String, retry: RetryPolicy, metrics: &Metrics) -> Self {
+    pub fn new(
+        broker: Arc<dyn OutboundBroker>,
+        destination: String,
+        config: &PublisherConfig,
+        metrics: &Metrics,
+    ) -> Self {
         Self {
             broker,
             destination,
-            retry,
+            retry: config.publish_retry,
             outbox: watch::Sender::new(None),
             metrics: metrics.actor(ActorName::Publisher),
             opened_before: false,

@@ -1,10 +1,17 @@
 use crate::retry::RetryPolicy;
-use serde::{Deserialize, Serialize};
+use clap::Args;
+use serde::Serialize;
 
 /// Configuration of the publisher.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(default)]
+#[derive(Debug, Clone, PartialEq, Eq, Args, Serialize)]
 pub struct PublisherConfig {
-    /// Timeout (until the broker's confirm) and retries of one publish.
-    pub retry: RetryPolicy,
+    /// Event publish (until the broker's confirm): timeout per attempt, retries, backoff.
+    #[arg(long, env = "ORDER_PROCESS_PUBLISH_RETRY", default_value = "timeout=2s,retries=3,backoff=50ms..1s")]
+    pub publish_retry: RetryPolicy,
+}
+
+impl Default for PublisherConfig {
+    fn default() -> Self {
+        crate::config::defaults()
+    }
 }

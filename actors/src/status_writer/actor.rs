@@ -1,4 +1,4 @@
-use super::{StatusStore, StatusStoreError};
+use super::{StatusConfig, StatusStore, StatusStoreError};
 use crate::metrics::{Actor as ActorName, ActorMetrics, Metrics};
 use crate::order::CorrelationId;
 use crate::retry::{Attempted, RetryPolicy};
@@ -23,8 +23,8 @@ pub struct StatusWriter {
 }
 
 impl StatusWriter {
-    pub fn new(store: Arc<dyn StatusStore>, retry: RetryPolicy, metrics: &Metrics) -> Self {
-        Self { store, retry, metrics: metrics.actor(ActorName::StatusWriter) }
+    pub fn new(store: Arc<dyn StatusStore>, config: &StatusConfig, metrics: &Metrics) -> Self {
+        Self { store, retry: config.redis_retry, metrics: metrics.actor(ActorName::StatusWriter) }
     }
 }
 

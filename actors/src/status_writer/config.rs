@@ -1,30 +1,29 @@
 use crate::retry::RetryPolicy;
 use crate::secret::SecretUrl;
-use serde::{Deserialize, Serialize};
+use clap::{Args, value_parser};
+use serde::Serialize;
 
 /// Configuration of the status writer and its Redis keys.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[derive(Debug, Clone, PartialEq, Eq, Args, Serialize)]
 pub struct StatusConfig {
-    /// Redis URL, `rediss://` for TLS.
+    /// Redis URL (`rediss://` for TLS; not Redis Cluster).
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis_url: SecretUrl,
-    /// Put in front of every key (`{prefix}order:status:{id}`), so that environments or tests can
-    /// share one Redis.
-    pub key_prefix: String,
-    /// Lifetime of a status key, in seconds. Redis is not a system of record: the status only
-    /// has to outlive a client's wait.
-    pub ttl_seconds: u64,
-    /// Timeout and retries of one status write.
-    pub retry: RetryPolicy,
+    /// Prefix of every Redis key (`{prefix}order:status:{id}`), so that environments or tests
+    /// can share one Redis.
+    #[arg(long, env = "ORDER_PROCESS_REDIS_KEY_PREFIX", default_value = "")]
+    pub redis_key_prefix: String,
+    /// Lifetime of an order's status key in Redis, in seconds. Redis is not a system of record:
+    /// the status only has to outlive a client's wait.
+    #[arg(long, env = "ORDER_PROCESS_STATUS_TTL_SECONDS", default_value_t = 3600, value_parser = value_parser!(u64).range(1..))]
+    pub status_ttl_seconds: u64,
+    /// Redis status write: timeout per attempt, retries, backoff.
+    #[arg(long, env = "ORDER_PROCESS_REDIS_RETRY", default_value = "timeout=2s,retries=3,backoff=50ms..1s")]
+    pub redis_retry: RetryPolicy,
 }
 
 impl Default for StatusConfig {
     fn default() -> Self {
-        Self {
-            redis_url: SecretUrl::new("redis://127.0.0.1:6379"),
-            key_prefix: String::new(),
-            ttl_seconds: 3600,
-            retry: RetryPolicy::default(),
-        }
+        crate::config::defaults()
     }
 }

@@ -13,7 +13,7 @@ pub fn client(config: &StatusConfig) -> Result<Client, fred::error::Error> {
     let redis = Config::from_url(config.redis_url.expose())?;
     Builder::from_config(redis)
         .with_connection_config(|c| c.connection_timeout = Duration::from_secs(5))
-        .with_performance_config(|p| p.default_command_timeout = config.retry.timeout)
+        .with_performance_config(|p| p.default_command_timeout = config.redis_retry.timeout)
         .set_policy(ReconnectPolicy::new_exponential(0, 100, 10_000, 2))
         .build()
 }
@@ -57,8 +57,8 @@ impl RedisStatusStore {
         Self {
             client,
             script: Script::from_lua(ADVANCE),
-            key_prefix: config.key_prefix.clone(),
-            ttl_seconds: config.ttl_seconds,
+            key_prefix: config.redis_key_prefix.clone(),
+            ttl_seconds: config.status_ttl_seconds,
         }
     }
 

@@ -1,26 +1,24 @@
-//! `order-process demo`: the whole pipeline at work, on a laptop, in one command.
+//! `lab demo`: the whole pipeline at work, on a laptop, in one command.
 //!
 //! Publishes synthetic orders (with a share of duplicates and of invalid messages), runs the
 //! worker in this process, shows progress, and prints a summary: orders/s, delivery-to-ack
 //! latency, duplicates, dead letters, and a check that the database holds exactly one order per
 //! correlation id and that an event was published for each.
 //!
-//! Against the configured RabbitMQ, PostgreSQL and Redis (queues and keys of its own, the orders
-//! in the configured database), or embedded: SQLite through SeaORM and the same migrations, an
-//! in-process queue and an in-memory status store. Embedded is chosen with `--embedded`, or
-//! when a configured service cannot be reached, which the demo says.
+//! On the configured RabbitMQ, PostgreSQL and Redis (in a [`Sandbox`] of its own: a database
+//! that is kept afterwards for you to look at, queues and keys that are removed), or embedded:
+//! the in-process adapters of every port (a queue, an order store and a status store in memory).
+//! Embedded is chosen with `--embedded`, or when a configured service cannot be reached, which
+//! the demo says.
 
-use crate::cli::RunArgs;
-use crate::startup::Application;
-use crate::telemetry::MetricsExporter;
-use actors::memory::{MemoryBroker, MemoryStatusStore, StoredMessage};
-use actors::processor::{ProcessorConfig, SeaOrmOrderStore};
-use actors::secret::SecretUrl;
+use crate::kit::Sandbox;
+use actors::memory::{MemoryBroker, MemoryOrderStore, MemoryStatusStore, StoredMessage};
 use actors::{Health, Ports, Worker, WorkerConfig};
 use anyhow::Context;
 use clap::Args;
-use migration::{Migrator, MigratorTrait};
-use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
+use order_process::settings::Settings;
+use order_process::telemetry::MetricsExporter;
+use sea_orm::{ConnectionTrait, Statement};
 use std::collections::HashSet;
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
@@ -32,11 +30,11 @@ pub struct DemoArgs {
     /// Distinct orders to publish (plus about 5 % sent twice and 2 % invalid messages).
     #[arg(long, default_value_t = 1000)]
     pub orders: usize,
-    /// Run without any service: SQLite, an in-process queue, an in-memory status store.
+    /// Run without any service: the worker's in-process adapters of every port.
     #[arg(long)]
     pub embedded: bool,
     #[command(flatten)]
-    pub run: RunArgs,
+    pub settings: Settings,
 }
 
 /// The messages of a demo run.
@@ -80,25 +78,24 @@ struct Outcome {
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let load = load(args.orders);
-    let settings = args.run.into_settings();
-    let unreachable = if args.embedded { None } else { first_unreachable(&settings).await };
+    let unreachable = if args.embedded { None } else { first_unreachable(&args.settings).await };
     if let Some(what) = &unreachable {
-        eprintln!("{what}: running embedded instead (SQLite, in-process queue, in-memory status store)");
+        eprintln!("{what}: running embedded instead (in-process queue, order store and status store)");
     }
     let (where_, outcome, elapsed, latency) = if args.embedded || unreachable.is_some() {
         embedded(&load).await?
     } else {
-        with_services(settings, &load).await?
+        with_services(args.settings, &load).await?
     };
     summary(&load, &outcome, elapsed, latency, &where_)
 }
 
 /// The first configured service that does not answer, if any.
-async fn first_unreachable(settings: &crate::settings::Settings) -> Option<String> {
+async fn first_unreachable(settings: &Settings) -> Option<String> {
     let services = [
-        ("RabbitMQ", settings.amqp.url.expose(), 5672),
-        ("PostgreSQL", settings.processor.database_url.expose(), 5432),
-        ("Redis", settings.status.redis_url.expose(), 6379),
+        ("RabbitMQ", settings.amqp.amqp_url.expose(), 5672),
+        ("PostgreSQL", settings.worker.processor.database.database_url.expose(), 5432),
+        ("Redis", settings.worker.status.redis_url.expose(), 6379),
     ];
     for (name, url, default_port) in services {
         let address = host_port(url, default_port);
@@ -125,24 +122,19 @@ fn host_port(url: &str, default_port: u16) -> String {
 type Run = (String, Outcome, Duration, [Option<f64>; 3]);
 
 async fn embedded(load: &Load) -> anyhow::Result<Run> {
-    let id = &Uuid::new_v4().simple().to_string()[..8];
-    let path = std::env::temp_dir().join(format!("order-process-demo-{id}.db"));
-    let config = ProcessorConfig {
-        database_url: SecretUrl::new(format!("sqlite://{}?mode=rwc", path.display())),
-        max_connections: 1,
-        ..ProcessorConfig::default()
-    };
-    let db = actors::processor::connect(&config).await?;
-    Migrator::up(&db, None).await.context("migrating the SQLite database")?;
-    let broker = MemoryBroker::new("OrderProcessed", "OrderProcessed.dlq");
+    let config = WorkerConfig::default();
+    let (inbound, outbound) = (config.queues.inbound_queue.clone(), config.queues.outbound_queue.clone());
+    let dead_letter = format!("{inbound}.dlq");
+    let broker = MemoryBroker::new(&inbound, &dead_letter);
+    let orders = MemoryOrderStore::default();
     let ports = Ports {
         inbound: Arc::new(broker.clone()),
         outbound: Arc::new(broker.clone()),
-        orders: Arc::new(SeaOrmOrderStore::new(db.clone())),
+        orders: Arc::new(orders.clone()),
         statuses: Arc::new(MemoryStatusStore::default()),
     };
     let (exporter, metrics) = MetricsExporter::new()?;
-    let worker = Worker::start(ports, WorkerConfig::default(), Health::default(), metrics);
+    let worker = Worker::start(ports, config, Health::default(), metrics);
     let before = exporter.render();
     let started = Instant::now();
     for (body, correlation_id) in &load.messages {
@@ -151,64 +143,58 @@ async fn embedded(load: &Load) -> anyhow::Result<Run> {
             correlation_id: Some(correlation_id.clone()),
             ..Default::default()
         };
-        broker.send("OrderProcessed", message);
+        broker.send(&inbound, message);
     }
     let total = load.messages.len();
-    progress(total, || async { broker.len("OrdersProcessed") + broker.len("OrderProcessed.dlq") }).await;
+    progress(total, || async { broker.len(&outbound) + broker.len(&dead_letter) }).await;
     let elapsed = started.elapsed();
     worker.drain(Duration::from_secs(5)).await?;
     let latency = percentiles(&before, &exporter.render());
-    let events = broker.take_all("OrdersProcessed").into_iter().filter_map(|m| m.correlation_id).collect();
-    let (stored, stored_distinct) = counts(&db, None).await?;
-    let outcome = Outcome { events, dead_letters: broker.len("OrderProcessed.dlq"), stored, stored_distinct };
-    Ok((format!("embedded; the orders are in the SQLite database {}", path.display()), outcome, elapsed, latency))
+    let events = broker.take_all(&outbound).into_iter().filter_map(|m| m.correlation_id).collect();
+    let stored = orders.orders();
+    let distinct: HashSet<_> = stored.iter().map(|o| o.correlation_id).collect();
+    let outcome = Outcome {
+        events,
+        dead_letters: broker.len(&dead_letter),
+        stored: stored.len() as i64,
+        stored_distinct: distinct.len() as i64,
+    };
+    Ok(("embedded; the orders were kept in memory".to_owned(), outcome, elapsed, latency))
 }
 
-async fn with_services(mut settings: crate::settings::Settings, load: &Load) -> anyhow::Result<Run> {
-    let id = &Uuid::new_v4().simple().to_string()[..8];
-    settings.amqp.inbound_queue = format!("demo.{id}.orders");
-    settings.amqp.outbound_queue = format!("demo.{id}.processed");
-    settings.amqp.dead_letter_queue = String::new();
-    settings.status.key_prefix = format!("demo:{id}:");
-    settings.http.addr = "127.0.0.1:0".parse()?;
-    let app = Application::build(settings.clone()).await?;
+async fn with_services(settings: Settings, load: &Load) -> anyhow::Result<Run> {
+    let sandbox = Sandbox::within("demo", settings).await?;
+    let app = sandbox.spawn_app().await;
     while !app.health().ready() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let amqp_url = settings.amqp.url.expose();
     let events = crate::traffic::EventCounter::default();
-    events.consume(amqp_url, &settings.amqp.outbound_queue).await?;
-    let (connection, channel) = crate::traffic::confirming_channel(amqp_url).await?;
+    events.consume(sandbox.settings.amqp.amqp_url.expose(), &sandbox.outbound()).await?;
     let before = app.metrics_text();
     let started = Instant::now();
-    crate::traffic::publish_all(&channel, &settings.amqp.inbound_queue, load.messages.iter().cloned()).await?;
-    let dead_letter_queue = settings.amqp.dead_letter_queue();
+    crate::traffic::publish_all(&sandbox.channel, &sandbox.inbound(), load.messages.iter().cloned()).await?;
+    let dead_letter = sandbox.dead_letter();
     let queue_depth = |queue: String| {
-        let channel = channel.clone();
+        let channel = sandbox.channel.clone();
         async move {
             let passive = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
             let declared = channel.queue_declare(queue.as_str().into(), passive, Default::default()).await;
             declared.map_or(0, |q| q.message_count() as usize)
         }
     };
-    progress(load.messages.len(), || async { events.total() + queue_depth(dead_letter_queue.clone()).await }).await;
+    progress(load.messages.len(), || async { events.total() + queue_depth(dead_letter.clone()).await }).await;
     let elapsed = started.elapsed();
     let latency = percentiles(&before, &app.metrics_text());
-    let dead_letters = queue_depth(dead_letter_queue.clone()).await;
-    let db = actors::processor::connect(&settings.processor).await?;
-    let (stored, stored_distinct) = counts(&db, Some(&load.valid)).await?;
+    let dead_letters = queue_depth(dead_letter.clone()).await;
+    let (stored, stored_distinct) = counts(&sandbox, &load.valid).await?;
     app.run_until_stopped(async {}).await?;
-    for queue in actors::amqp::Topology::new(&settings.amqp, &settings.consumer.redelivery.delays).queues() {
-        let _ = channel.queue_delete(queue.as_str().into(), Default::default()).await;
-    }
-    let _ = connection.close(200, "demo done".into()).await;
+    let where_ = format!(
+        "on the configured services; the orders are in the database op_demo_{} (kept; drop it when done)",
+        sandbox.id
+    );
+    sandbox.cleanup_but_keep_database().await;
     let outcome = Outcome { events: events.correlation_ids(), dead_letters, stored, stored_distinct };
-    Ok((
-        format!("on the configured services; the orders are in {}", settings.processor.database_url),
-        outcome,
-        elapsed,
-        latency,
-    ))
+    Ok((where_, outcome, elapsed, latency))
 }
 
 /// Shows a progress bar until `settled` reaches `total`.
@@ -246,18 +232,14 @@ fn percentiles(before: &str, after: &str) -> [Option<f64>; 3] {
     [0.5, 0.95, 0.99].map(|q| crate::latency::quantile(&before, &after, q).map(|s| s * 1000.0))
 }
 
-/// Rows, and distinct correlation ids, among `ids` (or in the whole table).
-async fn counts(db: &DatabaseConnection, ids: Option<&[String]>) -> anyhow::Result<(i64, i64)> {
-    let backend = db.get_database_backend();
-    let statement = match ids {
-        None => Statement::from_string(backend, "SELECT count(*), count(DISTINCT correlation_id) FROM orders"),
-        Some(ids) => Statement::from_sql_and_values(
-            backend,
-            "SELECT count(*), count(DISTINCT correlation_id) FROM orders WHERE correlation_id::text = ANY($1)",
-            [sea_orm::Value::from(ids.to_vec())],
-        ),
-    };
-    let row = db.query_one_raw(statement).await?.context("a count")?;
+/// Rows, and distinct correlation ids, among `ids`.
+async fn counts(sandbox: &Sandbox, ids: &[String]) -> anyhow::Result<(i64, i64)> {
+    let statement = Statement::from_sql_and_values(
+        sandbox.db.get_database_backend(),
+        "SELECT count(*), count(DISTINCT correlation_id) FROM orders WHERE correlation_id::text = ANY($1)",
+        [sea_orm::Value::from(ids.to_vec())],
+    );
+    let row = sandbox.db.query_one_raw(statement).await?.context("a count")?;
     Ok((row.try_get_by_index(0)?, row.try_get_by_index(1)?))
 }
 

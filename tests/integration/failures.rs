@@ -3,16 +3,14 @@
 //! Faults are injected with a PostgreSQL trigger on the test's own database; a sequence counts the
 //! attempts because `nextval` survives the rollback of the failed transaction.
 
-mod common;
-
 use actors::amqp::QueueType;
 use actors::retry::RetryPolicy;
-use common::*;
+use lab::kit::*;
 use sea_orm::ConnectionTrait;
 use std::time::Duration;
 
 /// Makes the first `failures` order inserts fail with SQLSTATE `code`.
-async fn inject(env: &TestEnv, code: &str, failures: i64) {
+async fn inject(env: &Sandbox, code: &str, failures: i64) {
     env.db
         .execute_unprepared(&format!(
             "CREATE SEQUENCE attempts;
@@ -29,17 +27,17 @@ async fn inject(env: &TestEnv, code: &str, failures: i64) {
         .unwrap();
 }
 
-async fn attempts(env: &TestEnv) -> i64 {
+async fn attempts(env: &Sandbox) -> i64 {
     env.scalar("SELECT last_value FROM attempts").await
 }
 
-fn without_in_process_retries(env: &mut TestEnv) {
-    env.settings.processor.retry = RetryPolicy { retries: 0, ..env.settings.processor.retry };
-    env.settings.consumer.redelivery.max_attempts = 3;
+fn without_in_process_retries(env: &mut Sandbox) {
+    env.settings.worker.processor.sql_retry = RetryPolicy { retries: 0, ..env.settings.worker.processor.sql_retry };
+    env.settings.worker.consumer.redelivery.max_attempts = 3;
 }
 
 async fn transient_failures_are_retried_through_the_broker(queue_type: QueueType) {
-    let mut env = TestEnv::new().await;
+    let mut env = Sandbox::for_test().await;
     without_in_process_retries(&mut env);
     env.settings.amqp.queue_type = queue_type;
     let app = env.spawn_ready_app().await;
@@ -62,7 +60,7 @@ async fn transient_failures_are_retried_through_the_broker(queue_type: QueueType
 
 /// The queues really are of `queue_type`: RabbitMQ refuses to declare the inbound queue again
 /// with the other type.
-async fn assert_queue_type(env: &TestEnv, queue_type: QueueType) {
+async fn assert_queue_type(env: &Sandbox, queue_type: QueueType) {
     let other = match queue_type {
         QueueType::Classic => "quorum",
         QueueType::Quorum => "classic",
@@ -88,7 +86,7 @@ async fn transient_failures_are_retried_through_the_broker_on_quorum_queues() {
 
 #[actix_rt::test]
 async fn a_failure_that_never_passes_is_dead_lettered_after_max_attempts_with_its_history() {
-    let mut env = TestEnv::new().await;
+    let mut env = Sandbox::for_test().await;
     without_in_process_retries(&mut env);
     let app = env.spawn_ready_app().await;
     inject(&env, "40P01", i64::MAX).await; // deadlock_detected, always
@@ -119,7 +117,7 @@ async fn a_failure_that_never_passes_is_dead_lettered_after_max_attempts_with_it
 
 #[actix_rt::test]
 async fn a_permanent_failure_is_dead_lettered_at_once() {
-    let mut env = TestEnv::new().await;
+    let mut env = Sandbox::for_test().await;
     without_in_process_retries(&mut env);
     let app = env.spawn_ready_app().await;
     inject(&env, "23514", i64::MAX).await; // check_violation
@@ -137,11 +135,11 @@ async fn a_permanent_failure_is_dead_lettered_at_once() {
 
 #[actix_rt::test]
 async fn a_status_store_that_is_down_delays_the_order_instead_of_losing_it() {
-    let mut env = TestEnv::new().await;
-    env.settings.status.redis_url = actors::secret::SecretUrl::new("redis://127.0.0.1:1");
-    env.settings.status.retry =
+    let mut env = Sandbox::for_test().await;
+    env.settings.worker.status.redis_url = actors::secret::SecretUrl::new("redis://127.0.0.1:1");
+    env.settings.worker.status.redis_retry =
         RetryPolicy { retries: 0, timeout: Duration::from_millis(200), ..RetryPolicy::default() };
-    env.settings.consumer.redelivery.max_attempts = 100;
+    env.settings.worker.consumer.redelivery.max_attempts = 100;
     let app = env.spawn_ready_app().await;
     let cid = new_correlation_id();
 
@@ -153,8 +151,11 @@ async fn a_status_store_that_is_down_delays_the_order_instead_of_losing_it() {
     assert_eq!(env.ready_count(&env.outbound()).await, 0);
     // Stopping returns the message to a queue: it is waiting for its next attempt, not lost.
     app.run_until_stopped(async {}).await.unwrap();
-    let waiting =
-        env.ready_count(&env.inbound()).await + env.ready_count(&format!("{}.retry.200ms", env.inbound())).await;
+    // Counted once its retry delay has passed: a message moving from the retry queue to the
+    // inbound queue between two counts would be counted in neither.
+    let retry_queue = format!("{}.retry.200ms", env.inbound());
+    eventually("the retry delay to pass", || async { (env.ready_count(&retry_queue).await == 0).then_some(()) }).await;
+    let waiting = env.ready_count(&env.inbound()).await + env.ready_count(&retry_queue).await;
     assert_eq!(waiting, 1);
     env.cleanup().await;
 }

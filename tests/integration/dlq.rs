@@ -1,12 +1,10 @@
 //! `order-process dlq list | replay | purge`, run as the operator runs them.
 
-mod common;
-
-use common::*;
+use lab::kit::*;
 use lapin::types::{AMQPValue, FieldTable};
 use std::process::{Command, Output};
 
-fn dlq(env: &TestEnv, args: &[&str]) -> Output {
+fn dlq(env: &Sandbox, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_order-process"))
         .arg("dlq")
         .args(args)
@@ -32,7 +30,7 @@ fn exhausted_headers() -> FieldTable {
     headers
 }
 
-async fn put_in_dlq(env: &TestEnv, body: &[u8], cid: &str, headers: FieldTable) {
+async fn put_in_dlq(env: &Sandbox, body: &[u8], cid: &str, headers: FieldTable) {
     use lapin::BasicProperties;
     use lapin::options::BasicPublishOptions;
     let properties = BasicProperties::default().with_correlation_id(cid.into()).with_headers(headers);
@@ -46,7 +44,7 @@ async fn put_in_dlq(env: &TestEnv, body: &[u8], cid: &str, headers: FieldTable) 
 
 #[actix_rt::test]
 async fn list_shows_every_dead_letter_without_removing_any() {
-    let env = TestEnv::new().await;
+    let env = Sandbox::for_test().await;
     let app = env.spawn_ready_app().await;
     let invalid = new_correlation_id();
     let mut body = order(&invalid);
@@ -78,7 +76,7 @@ async fn list_shows_every_dead_letter_without_removing_any() {
 
 #[actix_rt::test]
 async fn replay_moves_the_chosen_messages_back_with_a_fresh_retry_count() {
-    let env = TestEnv::new().await;
+    let env = Sandbox::for_test().await;
     let chosen = new_correlation_id();
     let other = new_correlation_id();
     let app = env.spawn_ready_app().await;
@@ -112,7 +110,7 @@ async fn replay_moves_the_chosen_messages_back_with_a_fresh_retry_count() {
 
 #[actix_rt::test]
 async fn purge_needs_yes() {
-    let env = TestEnv::new().await;
+    let env = Sandbox::for_test().await;
     let app = env.spawn_ready_app().await;
     app.run_until_stopped(async {}).await.unwrap();
     let cid = new_correlation_id();

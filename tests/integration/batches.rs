@@ -2,25 +2,23 @@
 //! The tests give batches time to fill (a long linger), so that the orders published together are
 //! handled together.
 
-mod common;
-
-use common::worker::*;
-use common::*;
+use lab::kit::worker::*;
+use lab::kit::*;
 use sea_orm::{ConnectionTrait, Statement};
 use std::time::Duration;
 
-fn batching(env: &mut TestEnv) {
-    env.settings.consumer.batch_linger = Duration::from_millis(300);
-    env.settings.consumer.batch_size = 50;
+fn batching(env: &mut Sandbox) {
+    env.settings.worker.consumer.batch_linger = Duration::from_millis(300);
+    env.settings.worker.consumer.batch_size = 50;
 }
 
-async fn count(env: &TestEnv) -> i64 {
+async fn count(env: &Sandbox) -> i64 {
     env.scalar("SELECT count(*) FROM orders").await
 }
 
 #[actix_rt::test]
 async fn orders_with_and_without_optional_fields_share_a_batch() {
-    let mut env = TestEnv::new().await;
+    let mut env = Sandbox::for_test().await;
     batching(&mut env);
     let app = env.spawn_ready_app().await;
     let (full, bare, anonymous) = (new_correlation_id(), new_correlation_id(), new_correlation_id());
@@ -62,7 +60,7 @@ async fn orders_with_and_without_optional_fields_share_a_batch() {
 
 #[actix_rt::test]
 async fn a_batch_with_duplicates_stores_each_order_once() {
-    let mut env = TestEnv::new().await;
+    let mut env = Sandbox::for_test().await;
     batching(&mut env);
     let app = env.spawn_ready_app().await;
     let (existing, twice, once) = (new_correlation_id(), new_correlation_id(), new_correlation_id());
@@ -96,9 +94,9 @@ async fn a_batch_with_duplicates_stores_each_order_once() {
 
 #[actix_rt::test]
 async fn one_order_the_database_refuses_does_not_fail_its_batch() {
-    let mut env = TestEnv::new().await;
+    let mut env = Sandbox::for_test().await;
     batching(&mut env);
-    env.settings.processor.retry.retries = 0;
+    env.settings.worker.processor.sql_retry.retries = 0;
     let app = env.spawn_ready_app().await;
     env.db
         .execute_unprepared(
@@ -138,8 +136,8 @@ async fn one_order_the_database_refuses_does_not_fail_its_batch() {
 
 #[actix_rt::test]
 async fn one_replica_stores_orders_in_queue_order() {
-    let mut env = TestEnv::new().await;
-    env.settings.consumer.batch_size = 16;
+    let mut env = Sandbox::for_test().await;
+    env.settings.worker.consumer.batch_size = 16;
     let app = env.spawn_ready_app().await;
     let ids: Vec<String> = (0..300).map(|_| new_correlation_id()).collect();
     for cid in &ids {
@@ -155,7 +153,7 @@ async fn one_replica_stores_orders_in_queue_order() {
 
 #[actix_rt::test]
 async fn a_crash_in_the_middle_of_a_batch_leaves_no_partial_batch_and_nothing_stored_twice() {
-    let mut env = TestEnv::new().await;
+    let mut env = Sandbox::for_test().await;
     batching(&mut env);
     let first = start_first_worker(&env).await;
     // The first insert of the first batch takes 3 s: long enough to kill the worker inside it.
@@ -220,9 +218,9 @@ async fn a_crash_in_the_middle_of_a_batch_leaves_no_partial_batch_and_nothing_st
 
 #[actix_rt::test]
 async fn with_a_single_active_consumer_two_replicas_store_in_queue_order_and_the_standby_takes_over() {
-    let mut env = TestEnv::new().await;
+    let mut env = Sandbox::for_test().await;
     env.settings.amqp.single_active_consumer = true;
-    env.settings.consumer.batch_size = 16;
+    env.settings.worker.consumer.batch_size = 16;
     let first = env.spawn_ready_app().await;
     let second = env.spawn_ready_app().await;
     let ids: Vec<String> = (0..200).map(|_| new_correlation_id()).collect();

@@ -1,9 +1,7 @@
 //! What an operator sees: `/metrics` counts, trace context carried across the queue, and spans
 //! exported over OTLP to a collector (here, a receiver inside the test).
 
-mod common;
-
-use common::*;
+use lab::kit::*;
 use lapin::types::FieldTable;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
@@ -30,7 +28,7 @@ async fn scrape(base: &str) -> HashMap<String, f64> {
 
 #[actix_rt::test]
 async fn metrics_count_exactly_what_was_processed_per_actor_and_outcome() {
-    let env = TestEnv::new().await;
+    let env = Sandbox::for_test().await;
     let app = env.spawn_ready_app().await;
     let base = format!("http://{}", app.http_addr());
     let ids: Vec<String> = (0..3).map(|_| new_correlation_id()).collect();
@@ -92,7 +90,7 @@ fn traceparent_header() -> FieldTable {
 #[actix_rt::test]
 async fn the_trace_context_travels_from_the_inbound_to_the_outbound_message() {
     let _telemetry = order_process::telemetry::init(order_process::telemetry::LogFormat::Json, "info").unwrap();
-    let env = TestEnv::new().await;
+    let env = Sandbox::for_test().await;
     let app = env.spawn_ready_app().await;
     let cid = new_correlation_id();
 
@@ -154,7 +152,7 @@ async fn the_spans_of_one_message_reach_an_otlp_collector_with_their_links() {
         std::env::set_var("OTEL_SERVICE_NAME", "order-process-test");
     }
     let telemetry = order_process::telemetry::init(order_process::telemetry::LogFormat::Json, "info").unwrap();
-    let env = TestEnv::new().await;
+    let env = Sandbox::for_test().await;
     let app = env.spawn_ready_app().await;
     let cid = new_correlation_id();
 

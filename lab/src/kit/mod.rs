@@ -1,12 +1,20 @@
-//! Test harness: every test gets its own PostgreSQL database, its own queues and its own Redis key
-//! prefix on the real services, so tests run in parallel without seeing each other.
+//! The test kit: a private slice of the real services ([`Sandbox`]: a PostgreSQL database, queues
+//! and a Redis key prefix of its own, removed afterwards), the worker as a child process
+//! ([`worker`]) configured from the same [`Settings`] value ([`child`]), and the helpers to put
+//! messages on queues and read what the worker left in the database, Redis and the queues.
+//! The integration tests, the chaos suite, the benchmark and the demo all stand on it, so tests
+//! run in parallel without seeing each other and a benchmark never touches anyone's data.
 //!
 //! Service addresses come from `TEST_DATABASE_URL` (a server URL without database), `AMQP_URL`
 //! and `REDIS_URL`, defaulting to the local services.
-#![allow(dead_code)]
 
+pub mod child;
 pub mod worker;
 
+use actors::amqp::Topology;
+use actors::config::Durations;
+use actors::secret::SecretUrl;
+use anyhow::Context;
 use fred::prelude::{Client as RedisClient, ClientLike, KeysInterface};
 use futures::StreamExt;
 use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueDeclareOptions, QueueDeleteOptions};
@@ -29,9 +37,12 @@ pub fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
-/// One test's private slice of the real services.
-pub struct TestEnv {
+/// One test's (or one benchmark's, or one demo's) private slice of the real services: a database
+/// `op_{purpose}_{id}`, queues `{purpose}.{id}.*` and Redis keys `{purpose}:{id}:*`, so that
+/// `scripts/test.sh` can sweep what an interrupted run left behind.
+pub struct Sandbox {
     pub id: String,
+    pub purpose: &'static str,
     pub settings: Settings,
     pub db: DatabaseConnection,
     pub amqp: Connection,
@@ -39,35 +50,56 @@ pub struct TestEnv {
     pub redis: RedisClient,
 }
 
-impl TestEnv {
-    pub async fn new() -> Self {
+impl Sandbox {
+    /// A sandbox for a test on the services of `TEST_DATABASE_URL`, `AMQP_URL` and `REDIS_URL`,
+    /// with the short retry delays and drain timeout a test can wait for.
+    pub async fn for_test() -> Self {
+        let mut base = Settings::default();
+        base.worker.processor.database.database_url = SecretUrl::new(format!("{}/postgres", server_url()));
+        base.amqp.amqp_url = SecretUrl::new(amqp_url());
+        base.worker.status.redis_url = SecretUrl::new(redis_url());
+        base.worker.consumer.redelivery.retry_delays = Durations(vec![Duration::from_millis(200)]);
+        base.worker.consumer.drain_timeout = Duration::from_secs(5);
+        Self::within("test", base).await.expect("PostgreSQL, RabbitMQ and Redis are reachable")
+    }
+
+    /// A sandbox on the services `base` points at, for `purpose` (`test`, `bench`, `demo`): the
+    /// settings are `base` with the database, queues and key prefix replaced by the sandbox's own
+    /// and the HTTP endpoint on a free loopback port.
+    pub async fn within(purpose: &'static str, base: Settings) -> anyhow::Result<Self> {
         let id = Uuid::new_v4().simple().to_string()[..12].to_owned();
-        let database = format!("op_test_{id}");
-        let admin = Database::connect(format!("{}/postgres", server_url())).await.expect("PostgreSQL reachable");
-        admin.execute_unprepared(&format!("CREATE DATABASE \"{database}\"")).await.unwrap();
-        admin.close().await.unwrap();
-        let database_url = format!("{}/{database}", server_url());
+        let server = base.worker.processor.database.database_url.expose();
+        let database = format!("op_{purpose}_{id}");
+        let admin = Database::connect(server).await.context("PostgreSQL (DATABASE_URL)")?;
+        admin.execute_unprepared(&format!("CREATE DATABASE \"{database}\"")).await?;
+        admin.close().await?;
+        let database_url = with_database(server, &database)?;
 
-        let mut settings = Settings::default();
-        settings.processor.database_url = actors::secret::SecretUrl::new(&database_url);
-        settings.amqp.url = actors::secret::SecretUrl::new(amqp_url());
-        settings.amqp.inbound_queue = format!("test.{id}.orders");
-        settings.amqp.outbound_queue = format!("test.{id}.processed");
-        settings.status.redis_url = actors::secret::SecretUrl::new(redis_url());
-        settings.status.key_prefix = format!("test:{id}:");
-        settings.http.addr = "127.0.0.1:0".parse().unwrap();
-        settings.consumer.redelivery.delays = vec![Duration::from_millis(200)];
-        settings.consumer.drain_timeout = Duration::from_secs(5);
+        let mut settings = base;
+        let worker = &mut settings.worker;
+        worker.processor.database.database_url = SecretUrl::new(&database_url);
+        worker.queues.inbound_queue = format!("{purpose}.{id}.orders");
+        worker.queues.outbound_queue = format!("{purpose}.{id}.processed");
+        worker.status.redis_key_prefix = format!("{purpose}:{id}:");
+        settings.amqp.dead_letter_queue = None;
+        settings.http.http_addr = "127.0.0.1:0".parse()?;
 
-        let db = Database::connect(&database_url).await.unwrap();
-        let amqp = Connection::connect(&amqp_url(), ConnectionProperties::default()).await.expect("RabbitMQ reachable");
-        let channel = amqp.create_channel().await.unwrap();
+        let db = Database::connect(&database_url).await?;
+        let amqp_url = settings.amqp.amqp_url.expose();
+        let amqp =
+            Connection::connect(amqp_url, ConnectionProperties::default()).await.context("RabbitMQ (AMQP_URL)")?;
+        let channel = amqp.create_channel().await?;
         // Reconnects by itself, so it outlives a Redis restart in the chaos suite.
         let policy = fred::types::config::ReconnectPolicy::new_constant(0, 100);
-        let config = fred::types::config::Config::from_url(&redis_url()).unwrap();
+        let config = fred::types::config::Config::from_url(settings.worker.status.redis_url.expose())?;
         let redis = RedisClient::new(config, None, None, Some(policy));
-        redis.init().await.expect("Redis reachable");
-        Self { id, settings, db, amqp, channel, redis }
+        redis.init().await.context("Redis (REDIS_URL)")?;
+        Ok(Self { id, purpose, settings, db, amqp, channel, redis })
+    }
+
+    /// The sandbox's database, as a URL.
+    pub fn database_url(&self) -> &str {
+        self.settings.worker.processor.database.database_url.expose()
     }
 
     pub async fn spawn_app(&self) -> Application {
@@ -82,13 +114,19 @@ impl TestEnv {
     }
 
     pub fn inbound(&self) -> String {
-        self.settings.amqp.inbound_queue.clone()
+        self.settings.worker.queues.inbound_queue.clone()
     }
     pub fn outbound(&self) -> String {
-        self.settings.amqp.outbound_queue.clone()
+        self.settings.worker.queues.outbound_queue.clone()
     }
     pub fn dead_letter(&self) -> String {
-        self.settings.amqp.dead_letter_queue()
+        self.settings.dead_letter_queue()
+    }
+
+    /// Every queue of the worker's topology with the current settings.
+    pub fn queues(&self) -> Vec<String> {
+        let worker = &self.settings.worker;
+        Topology::new(&worker.queues, &self.settings.amqp, &worker.consumer.redelivery.retry_delays).queues()
     }
 
     /// Publishes like the API edge does: persistent, with the AMQP correlation_id set when given.
@@ -171,7 +209,7 @@ impl TestEnv {
     }
 
     pub fn status_key(&self, correlation_id: &str) -> String {
-        format!("{}order:status:{correlation_id}", self.settings.status.key_prefix)
+        format!("{}order:status:{correlation_id}", self.settings.worker.status.redis_key_prefix)
     }
 
     pub async fn status(&self, correlation_id: &str) -> Option<String> {
@@ -182,10 +220,19 @@ impl TestEnv {
         self.redis.ttl(self.status_key(correlation_id)).await.unwrap()
     }
 
-    /// Removes what the test created. Best effort: `scripts/test.sh` also sweeps leftovers.
+    /// Removes what the sandbox created. Best effort: `scripts/test.sh` also sweeps leftovers.
     pub async fn cleanup(self) {
-        let queues =
-            actors::amqp::Topology::new(&self.settings.amqp, &self.settings.consumer.redelivery.delays).queues();
+        let database_url = self.database_url().to_owned();
+        let database = format!("op_{}_{}", self.purpose, self.id);
+        self.cleanup_but_keep_database().await;
+        if let Ok(admin) = Database::connect(with_database(&database_url, "postgres").unwrap_or_default()).await {
+            let _ = admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)")).await;
+        }
+    }
+
+    /// Removes the sandbox's queues and keys; its database stays, for a user to look at.
+    pub async fn cleanup_but_keep_database(self) {
+        let queues = self.queues();
         // A fresh connection: the test's own may have died with a broker restart.
         if let Ok(connection) = Connection::connect(&amqp_url(), ConnectionProperties::default()).await
             && let Ok(channel) = connection.create_channel().await
@@ -197,7 +244,8 @@ impl TestEnv {
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), self.amqp.close(200, "test done".into())).await;
         let scanning = async {
-            let mut scan = self.redis.scan_buffered(format!("{}*", self.settings.status.key_prefix), Some(1000), None);
+            let prefix = &self.settings.worker.status.redis_key_prefix;
+            let mut scan = self.redis.scan_buffered(format!("{prefix}*"), Some(1000), None);
             let mut keys = Vec::new();
             while let Some(Ok(key)) = scan.next().await {
                 keys.push(key.into_string().unwrap_or_default());
@@ -209,12 +257,21 @@ impl TestEnv {
             let _: i64 = self.redis.del(keys).await.unwrap_or_default();
         }
         let _ = self.db.close().await;
-        if let Ok(admin) = Database::connect(format!("{}/postgres", server_url())).await {
-            let _ = admin
-                .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"op_test_{}\" WITH (FORCE)", self.id))
-                .await;
-        }
     }
+}
+
+/// Replaces the database of a PostgreSQL URL.
+pub fn with_database(url: &str, database: &str) -> anyhow::Result<String> {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let scheme_end = base.find("://").context("DATABASE_URL is not a URL")? + 3;
+    let server = match base[scheme_end..].find('/') {
+        Some(slash) => &base[..scheme_end + slash],
+        None => base,
+    };
+    Ok(match query {
+        Some(q) => format!("{server}/{database}?{q}"),
+        None => format!("{server}/{database}"),
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, FromQueryResult)]
@@ -284,4 +341,16 @@ pub fn text_header(value: &str) -> AMQPValue {
 
 pub fn body_json(message: &lapin::message::BasicGetMessage) -> Value {
     serde_json::from_slice(&message.delivery.data).expect("JSON body")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn the_database_of_a_url_is_replaced() {
+        assert_eq!(with_database("postgres://u@h:5432/postgres", "b").unwrap(), "postgres://u@h:5432/b");
+        assert_eq!(with_database("postgres://u@h:5432", "b").unwrap(), "postgres://u@h:5432/b");
+        assert_eq!(with_database("postgres://u@h/x?sslmode=require", "b").unwrap(), "postgres://u@h/b?sslmode=require");
+    }
 }

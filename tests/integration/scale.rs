@@ -1,10 +1,8 @@
 //! Horizontal scale: three worker processes on one inbound queue and one database, with
 //! duplicates of the same order delivered to different replicas.
 
-mod common;
-
-use common::worker::*;
-use common::*;
+use lab::kit::worker::*;
+use lab::kit::*;
 use lapin::options::BasicPublishOptions;
 use sea_orm::{FromQueryResult, Statement};
 use std::collections::{HashMap, HashSet};
@@ -17,8 +15,8 @@ struct Copies {
 
 #[actix_rt::test]
 async fn three_replicas_store_every_order_exactly_once_and_announce_each() {
-    let mut env = TestEnv::new().await;
-    env.settings.consumer.batch_size = 32;
+    let mut env = Sandbox::for_test().await;
+    env.settings.worker.consumer.batch_size = 32;
     let first = start_first_worker(&env).await;
     let replicas = [first, WorkerProcess::start(&env, 2), WorkerProcess::start(&env, 3)];
     let ids: Vec<String> = (0..3000).map(|_| new_correlation_id()).collect();

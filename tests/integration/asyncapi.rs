@@ -165,9 +165,10 @@ fn dead_letter_examples_carry_exactly_the_workers_headers() {
 #[test]
 fn channel_addresses_are_the_default_queues() {
     let doc = document();
-    let config = actors::amqp::AmqpConfig::default();
+    let settings = order_process::settings::Settings::default();
+    let queues = &settings.worker.queues;
     let address = |channel: &str| doc["channels"][channel]["address"].as_str().unwrap().to_owned();
-    assert_eq!(address("orders"), config.inbound_queue);
-    assert_eq!(address("orderProcessed"), config.outbound_queue);
-    assert_eq!(address("deadLetters"), config.dead_letter_queue());
+    assert_eq!(address("orders"), queues.inbound_queue);
+    assert_eq!(address("orderProcessed"), queues.outbound_queue);
+    assert_eq!(address("deadLetters"), settings.dead_letter_queue());
 }

@@ -1,13 +1,11 @@
 //! End to end on the real services: an order message in, a row, a status and an event out.
 
-mod common;
-
-use common::*;
+use lab::kit::*;
 use lapin::types::FieldTable;
 
 #[actix_rt::test]
 async fn a_valid_order_is_stored_marked_completed_and_announced() {
-    let env = TestEnv::new().await;
+    let env = Sandbox::for_test().await;
     let app = env.spawn_ready_app().await;
     let cid = new_correlation_id();
 
@@ -54,7 +52,7 @@ async fn a_valid_order_is_stored_marked_completed_and_announced() {
 
 #[actix_rt::test]
 async fn a_redelivered_order_is_stored_once_and_announced_again_with_the_same_ids() {
-    let env = TestEnv::new().await;
+    let env = Sandbox::for_test().await;
     let app = env.spawn_ready_app().await;
     let cid = new_correlation_id();
     let body = order(&cid).to_string();
@@ -76,7 +74,7 @@ async fn a_redelivered_order_is_stored_once_and_announced_again_with_the_same_id
 
 #[actix_rt::test]
 async fn an_invalid_order_is_dead_lettered_with_its_reason_and_not_stored() {
-    let env = TestEnv::new().await;
+    let env = Sandbox::for_test().await;
     let app = env.spawn_ready_app().await;
     let cid = new_correlation_id();
     let mut invalid = order(&cid);
@@ -104,7 +102,7 @@ async fn an_invalid_order_is_dead_lettered_with_its_reason_and_not_stored() {
 
 #[actix_rt::test]
 async fn a_body_that_is_not_json_is_dead_lettered_too() {
-    let env = TestEnv::new().await;
+    let env = Sandbox::for_test().await;
     let app = env.spawn_ready_app().await;
 
     env.publish(b"\xff\x00 not json", None).await;
@@ -119,7 +117,7 @@ async fn a_body_that_is_not_json_is_dead_lettered_too() {
 
 #[actix_rt::test]
 async fn many_orders_in_flight_are_all_processed() {
-    let env = TestEnv::new().await;
+    let env = Sandbox::for_test().await;
     let app = env.spawn_ready_app().await;
     let ids: Vec<String> = (0..200).map(|_| new_correlation_id()).collect();
     for cid in &ids {
@@ -144,7 +142,7 @@ async fn many_orders_in_flight_are_all_processed() {
 
 #[actix_rt::test]
 async fn readiness_turns_200_once_the_consumer_is_attached() {
-    let env = TestEnv::new().await;
+    let env = Sandbox::for_test().await;
     let app = env.spawn_app().await;
     let base = format!("http://{}", app.http_addr());
     let client = reqwest::Client::new();

@@ -1,11 +1,12 @@
-//! `order-process bench`: how fast the worker is on this machine, as a ratio of what the machine
-//! allows, with a verified result.
+//! `lab bench`: how fast the worker is on this machine, as a ratio of what the machine allows,
+//! with a verified result.
 //!
-//! In one run, against the configured RabbitMQ, PostgreSQL and Redis (a fresh database, queues
-//! and key prefix of its own, removed afterwards):
+//! In one run, against the configured RabbitMQ, PostgreSQL and Redis (in a [`Sandbox`]: a fresh
+//! database, queues and key prefix of its own, removed afterwards):
 //! 1. the ceilings: a bare AMQP relay (consume, confirmed publish, ack) and the worker's batch
 //!    insert statement alone;
-//! 2. the worker (this binary, `run`, as a child process) draining a preloaded backlog: sustained
+//! 2. the worker (the `order-process` binary beside this one, as a child process, with the
+//!    settings given to the bench) draining a preloaded backlog: sustained
 //!    orders/s, worker CPU seconds per 1000 orders, peak RSS, server CPU per order;
 //! 3. delivery-to-ack latency (the worker's own histogram) at 25 %, 50 % and 90 % of that
 //!    maximum, offered at a fixed rate;
@@ -16,15 +17,15 @@ mod ceilings;
 mod plot;
 mod process;
 
+use crate::kit::Sandbox;
+use crate::kit::worker::{WorkerProcess, worker_binary};
 use crate::traffic;
 use anyhow::Context;
 use clap::Args;
-use fred::prelude::{ClientLike, KeysInterface};
-use futures::StreamExt;
-use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
+use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
-use process::Worker;
-use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
+use order_process::settings::Settings;
+use sea_orm::ConnectionTrait;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -41,12 +42,6 @@ pub struct BenchArgs {
     /// Seconds of traffic at each fixed rate for the latency measurements.
     #[arg(long, default_value_t = 10)]
     pub latency_seconds: u64,
-    /// Deliveries in flight in the worker (and in the relay).
-    #[arg(long, default_value_t = actors::consumer::ConsumerConfig::default().prefetch)]
-    pub prefetch: u16,
-    /// Orders per batch in the worker (and per transaction in the SQL ceiling).
-    #[arg(long, default_value_t = actors::consumer::ConsumerConfig::default().batch_size)]
-    pub batch_size: u16,
     /// Also measure these batch size/prefetch pairs (e.g. `1/64,32/256,128/512`) and plot
     /// throughput and p99 latency to this SVG file.
     #[arg(long, value_name = "SVG")]
@@ -57,26 +52,13 @@ pub struct BenchArgs {
     /// the measured maximum, e.g. to compare configurations at the same load.
     #[arg(long, value_delimiter = ',')]
     pub rates: Vec<f64>,
-    /// Batch linger of the worker (ORDER_PROCESS_BATCH_LINGER).
-    #[arg(long, default_value_t = actors::retry::format_duration(actors::consumer::ConsumerConfig::default().batch_linger))]
-    pub batch_linger: String,
     /// Write the results as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// AMQP broker.
-    #[arg(long, env = "AMQP_URL", hide_env_values = true, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
-    pub amqp_url: String,
-    /// PostgreSQL server; the benchmark creates (and drops) a database of its own there.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        hide_env_values = true,
-        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
-    )]
-    pub database_url: String,
-    /// Redis.
-    #[arg(long, env = "REDIS_URL", hide_env_values = true, default_value = "redis://127.0.0.1:6379")]
-    pub redis_url: String,
+    /// The worker's settings (its batch size and prefetch also size the ceilings). Where the
+    /// services are comes from them; the database, queues and keys are the bench's own.
+    #[command(flatten)]
+    pub settings: Settings,
 }
 
 #[derive(Debug, Serialize)]
@@ -118,48 +100,36 @@ struct SweepPoint {
     p99_ms_at_half: Option<f64>,
 }
 
-/// One benchmark's private slice of the services.
+/// One benchmark's private slice of the services, and the events it has seen.
 struct Bench {
     args: BenchArgs,
-    id: String,
-    database_url: String,
-    db: DatabaseConnection,
-    amqp: lapin::Connection,
-    channel: lapin::Channel,
+    sandbox: Sandbox,
     events: traffic::EventCounter,
 }
 
 impl Bench {
     fn inbound(&self) -> String {
-        format!("bench.{}.orders", self.id)
-    }
-    fn outbound(&self) -> String {
-        format!("bench.{}.processed", self.id)
-    }
-    fn key_prefix(&self) -> String {
-        format!("bench:{}:", self.id)
+        self.sandbox.inbound()
     }
 
-    fn worker_env(&self, batch_size: u16, prefetch: u16) -> Vec<(String, String)> {
-        [
-            ("AMQP_URL", self.args.amqp_url.clone()),
-            ("DATABASE_URL", self.database_url.clone()),
-            ("REDIS_URL", self.args.redis_url.clone()),
-            ("ORDER_PROCESS_INBOUND_QUEUE", self.inbound()),
-            ("ORDER_PROCESS_OUTBOUND_QUEUE", self.outbound()),
-            ("ORDER_PROCESS_REDIS_KEY_PREFIX", self.key_prefix()),
-            ("ORDER_PROCESS_PREFETCH", prefetch.to_string()),
-            ("ORDER_PROCESS_BATCH_SIZE", batch_size.to_string()),
-            ("ORDER_PROCESS_BATCH_LINGER", self.args.batch_linger.clone()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect()
+    fn worker(&self, batch_size: u16, prefetch: u16) -> anyhow::Result<WorkerProcess> {
+        let mut settings = self.sandbox.settings.clone();
+        settings.worker.consumer.batch_size = batch_size;
+        settings.worker.consumer.prefetch = prefetch;
+        let log =
+            std::env::temp_dir().join(format!("order-process-bench-{}-{batch_size}-{prefetch}.log", self.sandbox.id));
+        WorkerProcess::spawn(&worker_binary()?, &settings, "warn", log)
+    }
+
+    async fn start_worker(&self, batch_size: u16, prefetch: u16) -> anyhow::Result<WorkerProcess> {
+        let worker = self.worker(batch_size, prefetch)?;
+        worker.ready(Duration::from_secs(30)).await?;
+        Ok(worker)
     }
 
     async fn ready(&self, queue: &str) -> anyhow::Result<u32> {
         let passive = QueueDeclareOptions { passive: true, ..Default::default() };
-        Ok(self.channel.queue_declare(queue.into(), passive, FieldTable::default()).await?.message_count())
+        Ok(self.sandbox.channel.queue_declare(queue.into(), passive, FieldTable::default()).await?.message_count())
     }
 
     /// Waits until `count` events have been consumed from the outbound queue.
@@ -174,14 +144,14 @@ impl Bench {
 
     async fn reset(&self) -> anyhow::Result<()> {
         self.events.reset();
-        self.db.execute_unprepared("TRUNCATE orders, order_items").await?;
+        self.sandbox.db.execute_unprepared("TRUNCATE orders, order_items").await?;
         Ok(())
     }
 
     /// The backlog drained at full speed: orders/s, worker CPU and memory, server CPU.
     async fn drain_backlog(&self, orders: usize, batch_size: u16, prefetch: u16) -> anyhow::Result<Drained> {
-        traffic::preload(&self.channel, &self.inbound(), orders).await?;
-        let worker = Worker::start(&self.worker_env(batch_size, prefetch)).await?;
+        traffic::preload(&self.sandbox.channel, &self.inbound(), orders).await?;
+        let worker = self.start_worker(batch_size, prefetch).await?;
         let (cpu_before, servers_before) = (process::cpu_seconds(worker.pid()).unwrap_or(0.0), process::servers_cpu());
         let started = Instant::now();
         self.wait_for_events(orders as u32, Duration::from_secs(600)).await?;
@@ -208,7 +178,7 @@ impl Bench {
     /// actor's handling time.
     async fn latency_at(
         &self,
-        worker: &Worker,
+        worker: &WorkerProcess,
         rate: f64,
         seconds: u64,
     ) -> anyhow::Result<(usize, [Option<f64>; 3], BTreeMap<&'static str, Option<f64>>)> {
@@ -217,7 +187,7 @@ impl Bench {
         const ACTORS: [&str; 4] = ["consumer", "status_writer", "processor", "publisher"];
         let before = worker.get("/metrics").await?.1;
         let already = self.events.total() as u32;
-        let sent = traffic::at_rate(&self.channel, &self.inbound(), rate, Duration::from_secs(seconds)).await?;
+        let sent = traffic::at_rate(&self.sandbox.channel, &self.inbound(), rate, Duration::from_secs(seconds)).await?;
         self.wait_for_events(already + sent as u32, Duration::from_secs(120)).await?;
         let after = worker.get("/metrics").await?.1;
         let ms = |name: &str, selector: &str, q| {
@@ -231,79 +201,24 @@ impl Bench {
         let actors = ACTORS.iter().map(|a| (*a, ms(ACTOR, &format!("actor=\"{a}\""), 0.99))).collect();
         Ok((sent, [ms(END_TO_END, "", 0.5), ms(END_TO_END, "", 0.95), ms(END_TO_END, "", 0.99)], actors))
     }
-
-    async fn cleanup(self) -> anyhow::Result<()> {
-        let config = actors::amqp::AmqpConfig {
-            inbound_queue: self.inbound(),
-            outbound_queue: self.outbound(),
-            ..Default::default()
-        };
-        let delays = actors::consumer::RedeliveryPolicy::default().delays;
-        for queue in actors::amqp::Topology::new(&config, &delays).queues() {
-            let _ = self.channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
-        }
-        let _ = self.amqp.close(200, "bench done".into()).await;
-        let redis =
-            fred::prelude::Client::new(fred::types::config::Config::from_url(&self.args.redis_url)?, None, None, None);
-        redis.init().await?;
-        let mut scan = redis.scan_buffered(format!("{}*", self.key_prefix()), Some(1000), None);
-        let mut keys = Vec::new();
-        while let Some(Ok(key)) = scan.next().await {
-            keys.push(key);
-            if keys.len() == 1000 {
-                let _: i64 = redis.del(std::mem::take(&mut keys)).await?;
-            }
-        }
-        if !keys.is_empty() {
-            let _: i64 = redis.del(keys).await?;
-        }
-        let _ = redis.quit().await;
-        self.db.close().await?;
-        let admin = Database::connect(&self.args.database_url).await?;
-        admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS \"op_bench_{}\" WITH (FORCE)", self.id)).await?;
-        Ok(())
-    }
 }
 
 struct Drained {
-    worker: Worker,
+    worker: WorkerProcess,
     per_second: f64,
     cpu_per_1000: f64,
     rss: f64,
     server_us: BTreeMap<&'static str, f64>,
 }
 
-/// Replaces the database of a PostgreSQL URL.
-fn with_database(url: &str, database: &str) -> anyhow::Result<String> {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
-    let scheme_end = base.find("://").context("DATABASE_URL is not a URL")? + 3;
-    let server = match base[scheme_end..].find('/') {
-        Some(slash) => &base[..scheme_end + slash],
-        None => base,
-    };
-    Ok(match query {
-        Some(q) => format!("{server}/{database}?{q}"),
-        None => format!("{server}/{database}"),
-    })
-}
-
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
-    let admin = Database::connect(&args.database_url).await.context("DATABASE_URL")?;
-    admin.execute_unprepared(&format!("CREATE DATABASE \"op_bench_{id}\"")).await?;
-    admin.close().await?;
-    let database_url = with_database(&args.database_url, &format!("op_bench_{id}"))?;
-    crate::startup::migrate(&database_url).await?;
-    let db = actors::processor::connect(&actors::processor::ProcessorConfig {
-        database_url: actors::secret::SecretUrl::new(&database_url),
-        ..Default::default()
-    })
-    .await?;
-    let (amqp, channel) = traffic::confirming_channel(&args.amqp_url).await?;
-    let events = traffic::EventCounter::default();
-    let bench = Bench { args: args.clone(), id, database_url, db, amqp, channel, events };
+    worker_binary()?; // before any work: the bench measures the production binary
+    let sandbox = Sandbox::within("bench", args.settings.clone()).await?;
+    order_process::startup::migrate(&sandbox.settings.worker.processor.database).await?;
+    sandbox.channel.confirm_select(Default::default()).await?;
+    let bench = Bench { args: args.clone(), sandbox, events: traffic::EventCounter::default() };
     let report = measure(&bench).await;
-    bench.cleanup().await?;
+    bench.sandbox.cleanup().await;
     let report = report?;
     print_report(&report);
     if let Some(path) = &args.json {
@@ -326,21 +241,24 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
 async fn measure(bench: &Bench) -> anyhow::Result<Report> {
     let args = &bench.args;
+    let consumer = &args.settings.worker.consumer;
+    let (batch_size, prefetch) = (consumer.batch_size, consumer.prefetch);
+    let amqp_url = args.settings.amqp.amqp_url.expose();
     eprintln!("[bench] ceiling: AMQP relay of {} messages", args.ceiling_orders);
     let relay =
-        ceilings::amqp_relay(&args.amqp_url, &format!("bench.{}", bench.id), args.ceiling_orders, args.prefetch)
-            .await?;
+        ceilings::amqp_relay(amqp_url, &format!("bench.{}", bench.sandbox.id), args.ceiling_orders, prefetch).await?;
     eprintln!("[bench] ceiling: batched SQL inserts of {} orders", args.ceiling_orders);
-    let sql = ceilings::sql_batches(&bench.db, args.ceiling_orders, usize::from(args.batch_size)).await?;
+    let sql = ceilings::sql_batches(&bench.sandbox.db, args.ceiling_orders, usize::from(batch_size)).await?;
 
     // A first start declares the worker's queues, so the backlog can be loaded before the
     // measured start.
-    Worker::start(&bench.worker_env(args.batch_size, args.prefetch)).await?.stop().await?;
+    bench.start_worker(batch_size, prefetch).await?.stop().await?;
     // The events are consumed as a downstream service would, and counted per order.
-    bench.events.consume(&args.amqp_url, &bench.outbound()).await?;
+    bench.events.consume(amqp_url, &bench.sandbox.outbound()).await?;
     eprintln!("[bench] worker: draining a backlog of {} orders", args.orders);
-    let drained = bench.drain_backlog(args.orders, args.batch_size, args.prefetch).await?;
+    let drained = bench.drain_backlog(args.orders, batch_size, prefetch).await?;
     let verified_rows: i64 = bench
+        .sandbox
         .db
         .query_one_raw(sea_orm::Statement::from_string(
             sea_orm::DbBackend::Postgres,
@@ -406,8 +324,8 @@ async fn measure(bench: &Bench) -> anyhow::Result<Report> {
 
     Ok(Report {
         machine_cpus: std::thread::available_parallelism().map_or(0, usize::from),
-        prefetch: args.prefetch,
-        batch_size: args.batch_size,
+        prefetch,
+        batch_size,
         amqp_relay_per_second: relay,
         sql_batched_per_second: sql,
         backlog: args.orders,
@@ -469,17 +387,5 @@ fn print_report(r: &Report) {
         for p in &r.sweep {
             println!("| {} | {} | {:.0} | {} |", p.batch_size, p.prefetch, p.per_second, ms(p.p99_ms_at_half));
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::with_database;
-
-    #[test]
-    fn the_database_of_a_url_is_replaced() {
-        assert_eq!(with_database("postgres://u@h:5432/postgres", "b").unwrap(), "postgres://u@h:5432/b");
-        assert_eq!(with_database("postgres://u@h:5432", "b").unwrap(), "postgres://u@h:5432/b");
-        assert_eq!(with_database("postgres://u@h/x?sslmode=require", "b").unwrap(), "postgres://u@h/b?sslmode=require");
     }
 }

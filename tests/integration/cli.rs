@@ -1,7 +1,6 @@
 //! The binary as a user runs it: help, bad configuration, migrations.
 
-mod common;
-
+use lab::kit::Sandbox;
 use std::process::Command;
 
 fn order_process() -> Command {
@@ -62,45 +61,12 @@ fn queues_that_collide_stop_startup_naming_both_settings() {
 
 #[actix_rt::test]
 async fn migrate_creates_the_schema_and_is_repeatable() {
-    let env = common::TestEnv::new().await;
-    let url = env.settings.processor.database_url.expose().to_owned();
+    let env = Sandbox::for_test().await;
+    let url = env.settings.worker.processor.database.database_url.expose().to_owned();
     for _ in 0..2 {
         let output = order_process().arg("migrate").env("DATABASE_URL", &url).output().unwrap();
         assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     }
     assert!(env.orders().await.is_empty(), "the orders table exists");
     env.cleanup().await;
-}
-
-#[test]
-fn the_embedded_demo_runs_without_any_service_and_verifies_itself() {
-    // Unreachable services on purpose: the demo must not need any.
-    let output = order_process()
-        .args(["demo", "--embedded", "--orders", "200"])
-        .env("AMQP_URL", "amqp://guest:guest@127.0.0.1:1/%2f")
-        .env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/postgres")
-        .env("REDIS_URL", "redis://127.0.0.1:1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
-    assert!(stdout.contains("200 orders processed"), "{stdout}");
-    assert!(stdout.contains("dead letters: 4 (of 4 invalid messages sent)"), "{stdout}");
-    assert!(
-        stdout.contains("one per correlation id: yes; an OrderProcessed event for each: yes; every invalid message dead-lettered: yes"),
-        "{stdout}"
-    );
-}
-
-#[test]
-fn the_demo_falls_back_to_embedded_and_says_why() {
-    let output = order_process()
-        .args(["demo", "--orders", "20"])
-        .env("AMQP_URL", "amqp://guest:guest@127.0.0.1:1/%2f")
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("RabbitMQ cannot be reached at 127.0.0.1:1: running embedded instead"), "{stderr}");
-    assert!(String::from_utf8_lossy(&output.stdout).contains("embedded"));
 }

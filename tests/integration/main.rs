@@ -1,0 +1,12 @@
+//! The integration tests, in one binary: the real `order-process` (in this process, or as a child
+//! process) against the real RabbitMQ, PostgreSQL and Redis, each test in its own sandbox
+//! (`lab::kit`). The chaos suite, which stops those services, is `tests/chaos.rs`.
+
+mod asyncapi;
+mod batches;
+mod cli;
+mod dlq;
+mod failures;
+mod observability;
+mod pipeline;
+mod scale;
