@@ -3,8 +3,9 @@
 # test would use it: two concurrent cold starts, a quorum queue declared on node 1 with messages
 # published over AMQP (pika), SIGKILL of the queue's leader, a new leader and every message still
 # there, the killed node restarted and rejoined (it serves the queue again), a full stop and a warm
-# start that keeps the data, then clean. It prints the measured times and finally checks that the
-# shared broker (127.0.0.1:5672) and epmd are the same processes as before and still answer.
+# start that keeps the data, the same after SIGKILL of all three nodes, then clean. It prints the
+# measured times and finally checks that the shared broker (127.0.0.1:5672) and epmd are the same
+# processes as before and still answer.
 #
 # It uses its own base dir and the cluster's fixed ports, so it refuses to run while a cluster is
 # up (other tests may be using it). pika is installed from PyPI into a private directory
@@ -28,16 +29,18 @@ for port in 5681 5682 5683 25681 25682 25683; do
   port_open "$port" && fail "port $port is in use: a cluster (or something else) is running; stop it first (scripts/rabbitmq-cluster.sh stop) if no test is using it"
 done
 
-# The shared broker and epmd, identified by pid and start time (field 22 of /proc/PID/stat).
-listener_identity() { # port
+# The shared broker and epmd, identified by the process listening on exactly that address (other
+# loopback addresses may have their own port 5672): its name, pid and start time (field 22 of
+# /proc/PID/stat).
+listener_identity() { # address:port
   local pid
-  pid=$(ss -Hltnp "sport = :$1" | awk '!found && match($0, /pid=[0-9]+/) { print substr($0, RSTART + 4, RLENGTH - 4); found = 1 }')
+  pid=$(ss -Hltnp src "$1" | awk '!found && match($0, /pid=[0-9]+/) { print substr($0, RSTART + 4, RLENGTH - 4); found = 1 }')
   [[ -n $pid ]] || { echo "nothing listening on $1"; return; }
-  echo "pid $pid started at tick $(awk '{print $22}' "/proc/$pid/stat")"
+  echo "$(cat "/proc/$pid/comm") pid $pid started at tick $(awk '{print $22}' "/proc/$pid/stat")"
 }
-shared_broker_before=$(listener_identity 5672)
-shared_dist_before=$(listener_identity 25672)
-epmd_before=$(listener_identity 4369)
+shared_broker_before=$(listener_identity 127.0.0.1:5672)
+shared_dist_before=$(listener_identity 127.0.0.1:25672)
+epmd_before=$(listener_identity 127.0.0.1:4369)
 
 if ! PYTHONPATH=$PYLIB python3 -c 'import pika' 2>/dev/null; then
   step "installing $PIKA into $PYLIB"
@@ -173,17 +176,29 @@ got=$(amqp get "$(url_of 2)" "$queue" 5 | paste -sd ' ')
 [[ $got == m7 ]] || fail "after stop and start node 2 delivered '$got', expected 'm7'"
 step "stop: ${stop_time}s; warm start: ${warm_start}s; the message published before the stop was delivered after it"
 
-# 6. Clean removes everything of this cluster.
+# 6. SIGKILL of all three (what happens to nodes left running when a CI run ends): the next start
+# brings the cluster back with its data.
+amqp publish "$(url_of 3)" "$queue" m8
+for n in 1 2 3; do cluster kill "$n"; done
+[[ $(cluster status | grep -c ' down$') == 3 ]] || fail "not all nodes down after killing them: $(cluster status)"
+t=$(now)
+[[ $(cluster start) == "$expected_urls" ]] || fail "start after killing every node printed something else"
+killed_start=$(since "$t")
+got=$(amqp get "$(url_of 1)" "$queue" 5 | paste -sd ' ')
+[[ $got == m8 ]] || fail "after every node was killed and started node 1 delivered '$got', expected 'm8'"
+step "start after SIGKILL of all three nodes: ${killed_start}s; the message published before was delivered"
+
+# 7. Clean removes everything of this cluster.
 trap - EXIT
 cluster clean
 [[ ! -e $base ]] || fail "clean left $base"
 for port in 5681 5682 5683; do port_open "$port" && fail "port $port still open after clean"; done
 step "clean: base dir removed, ports closed"
 
-# 7. The shared broker and epmd were not touched.
-[[ $(listener_identity 5672) == "$shared_broker_before" ]] || fail "shared broker on 5672 changed: was $shared_broker_before, now $(listener_identity 5672)"
-[[ $(listener_identity 25672) == "$shared_dist_before" ]] || fail "shared node's distribution listener changed: was $shared_dist_before, now $(listener_identity 25672)"
-[[ $(listener_identity 4369) == "$epmd_before" ]] || fail "epmd changed: was $epmd_before, now $(listener_identity 4369)"
+# 8. The shared broker and epmd were not touched.
+[[ $(listener_identity 127.0.0.1:5672) == "$shared_broker_before" ]] || fail "shared broker on 5672 changed: was $shared_broker_before, now $(listener_identity 127.0.0.1:5672)"
+[[ $(listener_identity 127.0.0.1:25672) == "$shared_dist_before" ]] || fail "shared node's distribution listener changed: was $shared_dist_before, now $(listener_identity 127.0.0.1:25672)"
+[[ $(listener_identity 127.0.0.1:4369) == "$epmd_before" ]] || fail "epmd changed: was $epmd_before, now $(listener_identity 127.0.0.1:4369)"
 (
   exec 3<>/dev/tcp/127.0.0.1/5672
   printf 'AMQP\x00\x00\x09\x01' >&3
