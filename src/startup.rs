@@ -5,6 +5,7 @@ use crate::http;
 use crate::settings::Settings;
 use crate::telemetry::MetricsExporter;
 use actors::amqp::{AmqpInbound, AmqpOutbound, Topology};
+use actors::events::{DependencyReconnected, Event};
 use actors::processor::DatabaseConfig;
 use actors::processor::{self, SeaOrmOrderStore};
 use actors::retry::until_ok;
@@ -63,12 +64,12 @@ impl Application {
             tracing::info!("database schema up to date");
         }
         let redis = status_writer::redis_client(&worker.status).context("REDIS_URL is not usable")?;
-        let reconnects = metrics.clone();
+        let reconnects = metrics.actor(actors::metrics::Actor::StatusWriter);
         let connected_before = std::sync::atomic::AtomicBool::new(false);
         redis.on_reconnect(move |_| {
             // fred reports the first connection as a reconnection too.
             if connected_before.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                reconnects.reconnected("redis");
+                DependencyReconnected.emit(&reconnects);
             }
             async { Ok(()) }
         });

@@ -26,12 +26,12 @@
 pub mod amqp;
 pub mod config;
 pub mod consumer;
+pub mod events;
 pub mod health;
 pub mod memory;
 pub mod messaging;
 pub mod metrics;
 pub mod order;
-pub mod pipeline;
 pub mod processor;
 pub mod publisher;
 pub mod retry;

@@ -92,15 +92,59 @@ pub struct OutboundMessage {
     pub headers: BTreeMap<String, String>,
 }
 
+/// What kind of failure kept a message from being processed; it decides what becomes of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureKind {
+    /// Not an order (its sender's mistake): never processable.
+    Invalid,
+    /// The database refused the order: it would fail the same way again.
+    Permanent,
+    /// A step failed for a reason that may pass (a dependency, a timeout).
+    Transient,
+}
+
+impl FailureKind {
+    /// As written in the `x-order-process-error-kind` header.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Invalid => "invalid",
+            Self::Permanent => "permanent",
+            Self::Transient => "transient",
+        }
+    }
+}
+
+/// Why a message is in the dead-letter queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeadLetterReason {
+    /// Not an order: the rule it broke is in the error.
+    Invalid,
+    /// The database rejected the order.
+    PermanentFailure,
+    /// It failed `max_attempts` times for passing reasons.
+    RetriesExhausted,
+}
+
+impl DeadLetterReason {
+    pub const ALL: [Self; 3] = [Self::Invalid, Self::PermanentFailure, Self::RetriesExhausted];
+
+    /// As written in the `x-order-process-reason` header and the `reason` metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Invalid => "invalid",
+            Self::PermanentFailure => "permanent-failure",
+            Self::RetriesExhausted => "retries-exhausted",
+        }
+    }
+}
+
 /// What happened to a message that was not processed: carried into the headers of the redelivered
 /// or dead-lettered copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FailureRecord {
-    /// `invalid`, `permanent` or `transient`.
-    pub kind: &'static str,
-    /// Why it is dead-lettered: `invalid`, `permanent-failure`, `retries-exhausted`. None on a
-    /// copy that is only delayed.
-    pub dead_letter_reason: Option<&'static str>,
+    pub kind: FailureKind,
+    /// Why it is dead-lettered; None on a copy that is only delayed.
+    pub dead_letter_reason: Option<DeadLetterReason>,
     pub error: String,
     /// Failed attempts including this one.
     pub attempts: u32,
@@ -132,11 +176,11 @@ impl FailureRecord {
             (headers::ATTEMPTS, HeaderValue::Integer(self.attempts.into())),
             (headers::FIRST_FAILURE, text(self.first_failure.to_rfc3339())),
             (headers::LAST_FAILURE, text(self.last_failure.to_rfc3339())),
-            (headers::ERROR_KIND, text(self.kind.to_owned())),
+            (headers::ERROR_KIND, text(self.kind.as_str().to_owned())),
             (headers::LAST_ERROR, text(self.error.clone())),
         ];
         if let Some(reason) = self.dead_letter_reason {
-            headers.push((headers::DEAD_LETTER_REASON, text(reason.to_owned())));
+            headers.push((headers::DEAD_LETTER_REASON, text(reason.as_str().to_owned())));
         }
         headers
     }

@@ -6,6 +6,8 @@
 //! `order_process.actor.messages` into `order_process_actor_messages_total` and
 //! `order_process.processing.duration` (unit `s`) into `order_process_processing_duration_seconds`.
 
+use crate::events::{BatchHandled, DependencyFailed, Event};
+use crate::messaging::DeadLetterReason;
 use crate::retry::{Attempted, Classify, RetryPolicy};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter, UpDownCounter};
@@ -155,8 +157,8 @@ impl Metrics {
         for outcome in [Outcome::Processed, Outcome::Duplicate, Outcome::Retried, Outcome::DeadLettered] {
             m.messages.add(0, &[KeyValue::new("outcome", outcome.as_str())]);
         }
-        for reason in ["invalid", "permanent-failure", "retries-exhausted"] {
-            m.dead_letters.add(0, &[KeyValue::new("reason", reason)]);
+        for reason in crate::messaging::DeadLetterReason::ALL {
+            m.dead_letters.add(0, &[KeyValue::new("reason", reason.as_str())]);
         }
         for actor in [Actor::Consumer, Actor::Processor, Actor::StatusWriter, Actor::Publisher] {
             m.actor_restarts.add(0, &[KeyValue::new("actor", actor.as_str())]);
@@ -179,28 +181,29 @@ impl Metrics {
     pub fn actor(&self, actor: Actor) -> ActorMetrics {
         ActorMetrics {
             metrics: self.clone(),
+            actor,
             labels: [KeyValue::new("actor", actor.as_str())],
             dependency: [KeyValue::new("dependency", actor.dependency())],
         }
     }
 
-    pub fn settled(&self, outcome: Outcome) {
+    pub(crate) fn count_settled(&self, outcome: Outcome) {
         self.0.messages.add(1, &[KeyValue::new("outcome", outcome.as_str())]);
     }
 
-    pub fn dead_lettered(&self, reason: &'static str) {
-        self.0.dead_letters.add(1, &[KeyValue::new("reason", reason)]);
+    pub(crate) fn count_dead_letter(&self, reason: DeadLetterReason) {
+        self.0.dead_letters.add(1, &[KeyValue::new("reason", reason.as_str())]);
     }
 
-    pub fn processing_time(&self, since: Instant) {
+    pub(crate) fn record_processing_time(&self, since: Instant) {
         self.0.processing_duration.record(since.elapsed().as_secs_f64(), &[]);
     }
 
-    pub fn prefetch_limit(&self, limit: u16) {
+    pub(crate) fn record_prefetch_limit(&self, limit: u16) {
         self.0.prefetch_limit.record(limit.into(), &[]);
     }
 
-    pub fn consumer_attached(&self, attached: bool) {
+    pub(crate) fn record_consumer_attached(&self, attached: bool) {
         self.0.consumer_attached.record(attached.into(), &[]);
     }
 
@@ -208,23 +211,25 @@ impl Metrics {
     pub fn queue_depth(&self, queue: &'static str, messages: u32) {
         self.0.queue_messages.record(messages.into(), &[KeyValue::new("queue", queue)]);
     }
-
-    pub fn reconnected(&self, dependency: &'static str) {
-        self.0.dependency_reconnects.add(1, &[KeyValue::new("dependency", dependency)]);
-    }
 }
 
 /// The instruments of one actor, labelled once.
 #[derive(Clone)]
 pub struct ActorMetrics {
     metrics: Metrics,
+    actor: Actor,
     labels: [KeyValue; 1],
     dependency: [KeyValue; 1],
 }
 
 impl ActorMetrics {
-    /// Counts a request of `items` orders (or status changes, or events), its time, its failure
-    /// (by kind), and keeps the in-flight gauge right, also when the handling is dropped half-way.
+    pub fn actor(&self) -> Actor {
+        self.actor
+    }
+
+    /// Runs a request of `items` orders (or status changes, or events) and emits its
+    /// [`BatchHandled`] (time, failure by kind); keeps the in-flight gauge right, also when the
+    /// handling is dropped half-way.
     pub async fn handle<T, E: Classify>(
         &self,
         items: usize,
@@ -233,45 +238,26 @@ impl ActorMetrics {
         let started = Instant::now();
         let _in_flight = InFlight::enter(self, items);
         let result = handling.await;
-        self.handled(items, started);
-        if let Err(error) = &result {
-            self.failed(error.kind(), items);
-        }
+        let failures = match &result {
+            Ok(_) => Vec::new(),
+            Err(error) => vec![(error.kind(), items)],
+        };
+        BatchHandled { items, started, failures: &failures }.emit(self);
         result
     }
 
-    /// Counts `items` handled in one request that took since `started`.
-    pub fn handled(&self, items: usize, started: Instant) {
-        self.metrics.0.actor_messages.add(items as u64, &self.labels);
-        self.metrics.0.actor_duration.record(started.elapsed().as_secs_f64(), &self.labels);
-    }
-
-    pub fn failed(&self, kind: &'static str, items: usize) {
-        let labels = [self.labels[0].clone(), KeyValue::new("error_kind", kind)];
-        self.metrics.0.actor_failures.add(items as u64, &labels);
-    }
-
-    /// One failed call to the actor's dependency (counted per attempt, before any retry).
-    pub fn dependency_error(&self, kind: &'static str) {
-        let labels = [self.dependency[0].clone(), KeyValue::new("error_kind", kind)];
-        self.metrics.0.dependency_errors.add(1, &labels);
-    }
-
-    /// Runs a dependency call under `retry`, counting every failed attempt (timeouts included).
-    pub async fn call<T, E: Classify, F, Fut>(&self, retry: RetryPolicy, call: F) -> Result<T, Attempted<E>>
+    /// Runs a dependency call under `retry`, emitting [`DependencyFailed`] for every failed
+    /// attempt (timeouts included).
+    pub async fn call<T, E: Classify + std::fmt::Display, F, Fut>(
+        &self,
+        retry: RetryPolicy,
+        call: F,
+    ) -> Result<T, Attempted<E>>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        retry.run_reporting(call, |error| self.dependency_error(error.kind())).await
-    }
-
-    pub fn restarted(&self) {
-        self.metrics.0.actor_restarts.add(1, &self.labels);
-    }
-
-    pub fn reconnected(&self) {
-        self.metrics.0.dependency_reconnects.add(1, &self.dependency);
+        retry.run_reporting(call, |error| DependencyFailed { kind: error.kind(), error }.emit(self)).await
     }
 
     /// Marks `items` in flight until the guard is dropped.
@@ -281,6 +267,29 @@ impl ActorMetrics {
 
     pub fn all(&self) -> &Metrics {
         &self.metrics
+    }
+
+    pub(crate) fn count_handled(&self, items: usize, elapsed: std::time::Duration) {
+        self.metrics.0.actor_messages.add(items as u64, &self.labels);
+        self.metrics.0.actor_duration.record(elapsed.as_secs_f64(), &self.labels);
+    }
+
+    pub(crate) fn count_failure(&self, kind: &'static str, items: usize) {
+        let labels = [self.labels[0].clone(), KeyValue::new("error_kind", kind)];
+        self.metrics.0.actor_failures.add(items as u64, &labels);
+    }
+
+    pub(crate) fn count_dependency_error(&self, kind: &'static str) {
+        let labels = [self.dependency[0].clone(), KeyValue::new("error_kind", kind)];
+        self.metrics.0.dependency_errors.add(1, &labels);
+    }
+
+    pub(crate) fn count_restart(&self) {
+        self.metrics.0.actor_restarts.add(1, &self.labels);
+    }
+
+    pub(crate) fn count_reconnect(&self) {
+        self.metrics.0.dependency_reconnects.add(1, &self.dependency);
     }
 }
 

@@ -4,12 +4,12 @@
 //! restarts it in place, with the same address, so the others keep talking to it. Restarts are
 //! logged by each actor's `restarting`.
 
+use crate::consumer::Stages;
 use crate::consumer::{Consumer, ConsumerConfig, Drain, DrainReport};
 use crate::health::Health;
 use crate::messaging::QueuesConfig;
 use crate::messaging::{InboundBroker, OutboundBroker};
 use crate::metrics::Metrics;
-use crate::pipeline::Stages;
 use crate::processor::ProcessorConfig;
 use crate::processor::{OrderStore, Processor};
 use crate::publisher::Publisher;

@@ -1,9 +1,11 @@
 use super::ConsumerConfig;
-use super::batch::BatchHandler;
+use super::delivery::DeliveryHandler;
+use super::stages::Stages;
+use super::turns::Sequencer;
+use crate::events::{ActorRestarted, DependencyReconnected, Event};
 use crate::health::Health;
 use crate::messaging::{BrokerError, Delivery, InboundBroker, SubscriptionControl};
 use crate::metrics::{Actor as ActorName, ActorMetrics, Metrics};
-use crate::pipeline::{Sequencer, Stages};
 use crate::retry::until_ok;
 use actix::prelude::*;
 use std::sync::Arc;
@@ -33,7 +35,7 @@ pub struct Consumer {
     broker: Arc<dyn InboundBroker>,
     config: ConsumerConfig,
     health: Health,
-    handler: Arc<BatchHandler>,
+    handler: Arc<DeliveryHandler>,
     subscription: Option<Arc<dyn SubscriptionControl>>,
     /// The batch being gathered, and the timer that will start it.
     gathering: Vec<(Delivery, Instant)>,
@@ -51,7 +53,7 @@ impl Consumer {
         health: Health,
         metrics: &Metrics,
     ) -> Self {
-        let handler = Arc::new(BatchHandler {
+        let handler = Arc::new(DeliveryHandler {
             stages,
             policy: config.redelivery.clone(),
             metrics: metrics.actor(ActorName::Consumer),
@@ -59,8 +61,8 @@ impl Consumer {
             destination: broker.destination().to_owned(),
             sequencer: Sequencer::default(),
         });
-        metrics.prefetch_limit(config.prefetch);
-        metrics.consumer_attached(false);
+        metrics.record_prefetch_limit(config.prefetch);
+        metrics.record_consumer_attached(false);
         Self {
             broker,
             config,
@@ -81,7 +83,7 @@ impl Consumer {
 
     fn detach(&mut self) {
         self.health.set_consumer_attached(false);
-        self.metrics().all().consumer_attached(false);
+        self.metrics().all().record_consumer_attached(false);
         if let Some(subscription) = self.subscription.take() {
             actix::spawn(async move { subscription.close().await });
         }
@@ -127,11 +129,11 @@ impl Actor for Consumer {
                 "consuming"
             );
             if std::mem::replace(&mut act.subscribed_before, true) {
-                act.metrics().reconnected();
+                DependencyReconnected.emit(act.metrics());
             }
             act.subscription = Some(control);
             act.health.set_consumer_attached(true);
-            act.metrics().all().consumer_attached(true);
+            act.metrics().all().record_consumer_attached(true);
             ctx.add_stream(subscription.deliveries);
         }));
     }
@@ -143,8 +145,7 @@ impl Actor for Consumer {
 
 impl Supervised for Consumer {
     fn restarting(&mut self, _: &mut Self::Context) {
-        tracing::warn!(actor = "consumer", "restarting");
-        self.metrics().restarted();
+        ActorRestarted.emit(self.metrics());
         self.detach();
         // The in-flight futures, and the batch being gathered, went with the old context; their
         // deliveries return to the queue with the closed channel.

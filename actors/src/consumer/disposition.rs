@@ -2,9 +2,9 @@
 //! rule is a unit test.
 
 use super::RedeliveryPolicy;
-use crate::messaging::{FailureRecord, InboundMessage};
+use super::stages::StageFailure;
+use crate::messaging::{DeadLetterReason, FailureKind, FailureRecord, InboundMessage};
 use crate::order::Rejected;
-use crate::pipeline::StageFailure;
 use crate::processor::Persisted;
 use chrono::{DateTime, Utc};
 use std::time::Duration;
@@ -53,16 +53,23 @@ pub fn decide(
     };
     match outcome {
         Outcome::Processed(_) => Disposition::Ack,
-        Outcome::Invalid(rejected) => {
-            Disposition::DeadLetter(record("invalid", Some("invalid"), rejected.reason.to_string()))
-        }
-        Outcome::Failed(failure) if !failure.transient => {
-            Disposition::DeadLetter(record("permanent", Some("permanent-failure"), failure.to_string()))
-        }
+        Outcome::Invalid(rejected) => Disposition::DeadLetter(record(
+            FailureKind::Invalid,
+            Some(DeadLetterReason::Invalid),
+            rejected.reason.to_string(),
+        )),
+        Outcome::Failed(failure) if !failure.transient => Disposition::DeadLetter(record(
+            FailureKind::Permanent,
+            Some(DeadLetterReason::PermanentFailure),
+            failure.to_string(),
+        )),
         Outcome::Failed(failure) => {
-            let retry = record("transient", None, failure.to_string());
+            let retry = record(FailureKind::Transient, None, failure.to_string());
             if retry.attempts >= policy.max_attempts {
-                Disposition::DeadLetter(FailureRecord { dead_letter_reason: Some("retries-exhausted"), ..retry })
+                Disposition::DeadLetter(FailureRecord {
+                    dead_letter_reason: Some(DeadLetterReason::RetriesExhausted),
+                    ..retry
+                })
             } else {
                 Disposition::RetryLater { delay: policy.delay_after(retry.attempts), failure: retry }
             }
@@ -73,9 +80,9 @@ pub fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::consumer::Stage;
     use crate::messaging::headers;
     use crate::order::{InvalidOrder, OrderId};
-    use crate::pipeline::Stage;
 
     fn now() -> DateTime<Utc> {
         "2026-11-24T10:00:00Z".parse().unwrap()
@@ -119,7 +126,7 @@ mod tests {
         let Disposition::DeadLetter(record) = decide(&invalid, &InboundMessage::default(), &policy(), now()) else {
             panic!("must be dead-lettered")
         };
-        assert_eq!((record.kind, record.dead_letter_reason), ("invalid", Some("invalid")));
+        assert_eq!((record.kind, record.dead_letter_reason), (FailureKind::Invalid, Some(DeadLetterReason::Invalid)));
         assert_eq!(record.error, "currency must be three upper-case letters");
         assert_eq!((record.attempts, record.first_failure), (1, now()));
     }
@@ -130,7 +137,7 @@ mod tests {
         else {
             panic!("must be dead-lettered")
         };
-        assert_eq!(record.dead_letter_reason, Some("permanent-failure"));
+        assert_eq!(record.dead_letter_reason, Some(DeadLetterReason::PermanentFailure));
         assert_eq!(record.error, "persist failed: boom");
     }
 
@@ -145,6 +152,6 @@ mod tests {
         let Disposition::RetryLater { delay, .. } = decision(1) else { panic!("second failure is retried") };
         assert_eq!(delay, Duration::from_secs(4));
         let Disposition::DeadLetter(record) = decision(2) else { panic!("third failure is the last") };
-        assert_eq!((record.attempts, record.dead_letter_reason), (3, Some("retries-exhausted")));
+        assert_eq!((record.attempts, record.dead_letter_reason), (3, Some(DeadLetterReason::RetriesExhausted)));
     }
 }

@@ -1,4 +1,5 @@
 use super::{OrderStore, OrderStoreError, Persisted, ProcessorConfig};
+use crate::events::{ActorRestarted, BatchHandled, Event};
 use crate::metrics::{Actor as ActorName, ActorMetrics, Metrics};
 use crate::order::{CorrelationId, ValidOrder};
 use crate::retry::{Attempted, Classify, RetryPolicy};
@@ -74,10 +75,8 @@ impl Processor {
             let started = Instant::now();
             let _in_flight = metrics.in_flight(orders.len());
             let results = persist(&*store, retry, &metrics, &orders).await;
-            metrics.handled(orders.len(), started);
-            for error in results.iter().filter_map(|r| r.as_ref().err()) {
-                metrics.failed(error.kind(), 1);
-            }
+            let failures: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).map(|e| (e.kind(), 1)).collect();
+            BatchHandled { items: orders.len(), started, failures: &failures }.emit(&metrics);
             results
         };
         ctx.spawn(committing.into_actor(self).map(move |results, act, ctx| {
@@ -101,8 +100,7 @@ impl Actor for Processor {
 
 impl Supervised for Processor {
     fn restarting(&mut self, _: &mut Self::Context) {
-        tracing::warn!(actor = "processor", "restarting");
-        self.metrics.restarted();
+        ActorRestarted.emit(&self.metrics);
         // Dropping the waiting requests answers them with an error: their deliveries are retried.
         self.waiting.clear();
         self.committing = false;

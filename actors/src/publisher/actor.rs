@@ -1,4 +1,5 @@
 use super::{OrderProcessed, PublisherConfig};
+use crate::events::{ActorRestarted, BatchHandled, DependencyReconnected, Event};
 use crate::messaging::{BrokerError, OutboundBroker, OutboundMessage, Outbox};
 use crate::metrics::{Actor as ActorName, ActorMetrics, Metrics};
 use crate::retry::Classify;
@@ -74,7 +75,7 @@ impl Actor for Publisher {
         ctx.spawn(opening.into_actor(self).map(|outbox, act, _| {
             tracing::info!(actor = "publisher", "channel open");
             if std::mem::replace(&mut act.opened_before, true) {
-                act.metrics.reconnected();
+                DependencyReconnected.emit(&act.metrics);
             }
             act.outbox.send_replace(Some(outbox));
         }));
@@ -87,8 +88,7 @@ impl Actor for Publisher {
 
 impl Supervised for Publisher {
     fn restarting(&mut self, _: &mut Self::Context) {
-        tracing::warn!(actor = "publisher", "restarting");
-        self.metrics.restarted();
+        ActorRestarted.emit(&self.metrics);
         close(self.outbox.send_replace(None));
     }
 }
@@ -170,10 +170,8 @@ impl Handler<PublishEvents> for Publisher {
             });
             let results = futures::future::join_all(publishing).await;
             drop(spans);
-            metrics.handled(results.len(), started);
-            for error in results.iter().filter_map(|r| r.as_ref().err()) {
-                metrics.failed(error.kind(), 1);
-            }
+            let failures: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).map(|e| (e.kind(), 1)).collect();
+            BatchHandled { items: results.len(), started, failures: &failures }.emit(&metrics);
             results
         })
     }

@@ -1,4 +1,5 @@
 use super::{StatusConfig, StatusStore, StatusStoreError};
+use crate::events::{ActorRestarted, Event};
 use crate::metrics::{Actor as ActorName, ActorMetrics, Metrics};
 use crate::order::CorrelationId;
 use crate::retry::{Attempted, RetryPolicy};
@@ -34,8 +35,7 @@ impl Actor for StatusWriter {
 
 impl Supervised for StatusWriter {
     fn restarting(&mut self, _: &mut Self::Context) {
-        tracing::warn!(actor = "status_writer", "restarting");
-        self.metrics.restarted();
+        ActorRestarted.emit(&self.metrics);
     }
 }
 

@@ -1,0 +1,62 @@
+//! What happens to a delivery, as events that log and count together (see [`crate::events`]).
+
+use super::disposition::{Disposition, Outcome};
+use crate::events::Event;
+use crate::messaging::{BrokerError, FailureKind};
+use crate::metrics::{self, ActorMetrics};
+use crate::retry::Classify;
+use std::time::Instant;
+
+/// The broker took a delivery's settlement: acked, handed back for a later retry, or moved to
+/// the dead-letter queue. Emitted once the broker confirmed it, so a dead letter is logged and
+/// counted only once it really is in the dead-letter queue.
+pub struct DeliverySettled<'a> {
+    pub outcome: &'a Outcome,
+    pub disposition: &'a Disposition,
+    pub received: Instant,
+}
+
+impl Event for DeliverySettled<'_> {
+    fn emit(self, metrics: &ActorMetrics) {
+        let all = metrics.all();
+        let counted = match self.disposition {
+            Disposition::Ack => {
+                let created = matches!(self.outcome, Outcome::Processed(p) if p.created);
+                tracing::debug!(created, "order processed");
+                all.record_processing_time(self.received);
+                if created { metrics::Outcome::Processed } else { metrics::Outcome::Duplicate }
+            }
+            Disposition::RetryLater { delay, failure } => {
+                tracing::warn!(attempts = failure.attempts, retry_in = ?delay, error = %failure.error, "processing failed; retrying later");
+                metrics::Outcome::Retried
+            }
+            Disposition::DeadLetter(failure) => {
+                let reason = failure.dead_letter_reason.map_or("unknown", |r| r.as_str());
+                // An invalid message is its sender's mistake; anything else is this service's.
+                if failure.kind == FailureKind::Invalid {
+                    tracing::warn!(reason, attempts = failure.attempts, error = %failure.error, "message dead-lettered");
+                } else {
+                    tracing::error!(reason, attempts = failure.attempts, error = %failure.error, "message dead-lettered");
+                }
+                if let Some(reason) = failure.dead_letter_reason {
+                    all.count_dead_letter(reason);
+                }
+                metrics::Outcome::DeadLettered
+            }
+        };
+        all.count_settled(counted);
+    }
+}
+
+/// The broker did not take a settlement; it gets the message back when the channel closes, so
+/// nothing is lost.
+pub struct SettlementFailed<'a> {
+    pub error: &'a BrokerError,
+}
+
+impl Event for SettlementFailed<'_> {
+    fn emit(self, metrics: &ActorMetrics) {
+        tracing::warn!(error = %self.error, "could not settle the delivery; the broker will redeliver it");
+        metrics.count_dependency_error(self.error.kind());
+    }
+}

@@ -1,0 +1,64 @@
+//! The actors a delivery passes through after it is decoded, and how a failure along the way is
+//! reported. Each step is one request for the whole batch to the actor that owns the dependency;
+//! the replies are per order, so an order that fails drops out of the chain alone while its
+//! neighbours go on.
+
+use crate::processor::PersistOrders;
+use crate::publisher::PublishEvents;
+use crate::retry::Classify;
+use crate::status_writer::SetStatuses;
+use actix::{MailboxError, Recipient};
+use std::fmt;
+
+/// The actors a batch passes through.
+#[derive(Clone)]
+pub struct Stages {
+    pub status: Recipient<SetStatuses>,
+    pub processor: Recipient<PersistOrders>,
+    pub publisher: Recipient<PublishEvents>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    MarkProcessing,
+    Persist,
+    MarkCompleted,
+    Publish,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MarkProcessing => "mark_processing",
+            Self::Persist => "persist",
+            Self::MarkCompleted => "mark_completed",
+            Self::Publish => "publish",
+        }
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A step that failed for one order, after its own retries.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{stage} failed: {error}")]
+pub struct StageFailure {
+    pub stage: Stage,
+    pub transient: bool,
+    pub error: String,
+}
+
+impl StageFailure {
+    pub(super) fn new(stage: Stage, error: &(impl Classify + fmt::Display)) -> Self {
+        Self { stage, transient: error.is_transient(), error: error.to_string() }
+    }
+
+    /// The actor stopped or is restarting: the step may succeed on a later delivery.
+    pub(super) fn unavailable(stage: Stage, error: MailboxError) -> Self {
+        Self { stage, transient: true, error: format!("actor unavailable: {error}") }
+    }
+}
