@@ -140,7 +140,7 @@ async fn sample_queue_depths(url: SecretUrl, topology: Arc<Topology>, metrics: M
                 metrics.queue_depth("inbound", inbound);
                 metrics.queue_depth("dead_letter", dead_letter);
             }
-            Err(error) => tracing::debug!(%error, "could not sample the queue depths"),
+            Err(error) => tracing::debug!(error = %actors::error::Chain(&error), "could not sample the queue depths"),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! (`consumer::events`). Each takes the [`ActorMetrics`] of the actor it happened in, which
 //! carries the `actor` and `dependency` labels.
 
+use crate::error::Chain;
 use crate::metrics::ActorMetrics;
 use std::time::Instant;
 
@@ -28,13 +29,13 @@ impl Event for ActorRestarted {
 pub struct DependencyFailed<'a> {
     /// The error's kind (`timeout`, `unavailable`, ...): the `error_kind` label.
     pub kind: &'static str,
-    pub error: &'a dyn std::fmt::Display,
+    pub error: &'a dyn std::error::Error,
 }
 
 impl Event for DependencyFailed<'_> {
     fn emit(self, metrics: &ActorMetrics) {
         // At debug: a retry follows, and what finally fails is logged where it is settled.
-        tracing::debug!(dependency = metrics.actor().dependency(), error_kind = self.kind, error = %self.error, "dependency call failed");
+        tracing::debug!(dependency = metrics.actor().dependency(), error_kind = self.kind, error = %Chain(self.error), "dependency call failed");
         metrics.count_dependency_error(self.kind);
     }
 }

@@ -26,6 +26,7 @@
 pub mod amqp;
 pub mod config;
 pub mod consumer;
+pub mod error;
 pub mod events;
 pub mod health;
 pub mod memory;

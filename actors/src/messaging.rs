@@ -6,6 +6,7 @@
 //! ([`Settle`]) mirror what every such broker offers: complete, redeliver later, dead-letter with
 //! a reason.
 
+use crate::error::Cause;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use clap::Args;
@@ -186,18 +187,42 @@ impl FailureRecord {
     }
 }
 
+/// What went wrong with the broker, with the client library's error as the cause.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BrokerError {
-    #[error("broker connection failed: {0}")]
-    Connection(String),
-    #[error("broker channel closed: {0}")]
-    Closed(String),
+    /// No connection could be made; `target` is the broker's address, passwords masked.
+    #[error("cannot connect to the broker at {target}")]
+    Connection {
+        target: String,
+        #[source]
+        cause: Cause,
+    },
+    /// The connection or the channel went away under an operation.
+    #[error("the broker connection or channel closed")]
+    Closed(#[source] Cause),
     #[error("broker refused the message (negative confirm)")]
     Nacked,
     #[error("no queue took the message (destination {0:?} missing?)")]
     Unroutable(String),
-    #[error("broker operation failed: {0}")]
-    Protocol(String),
+    /// The broker refused an operation (`what`).
+    #[error("broker operation failed: {what}")]
+    Protocol {
+        what: String,
+        #[source]
+        cause: Option<Cause>,
+    },
+}
+
+impl BrokerError {
+    /// The connection or channel closed: `cause` says how.
+    pub fn closed(cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Closed(Cause::new(cause))
+    }
+
+    /// `what` failed, as `cause` says.
+    pub fn failed(what: impl Into<String>, cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Protocol { what: what.into(), cause: Some(Cause::new(cause)) }
+    }
 }
 
 impl crate::retry::Classify for BrokerError {
@@ -207,11 +232,11 @@ impl crate::retry::Classify for BrokerError {
     }
     fn kind(&self) -> &'static str {
         match self {
-            Self::Connection(_) => "connection",
+            Self::Connection { .. } => "connection",
             Self::Closed(_) => "closed",
             Self::Nacked => "nacked",
             Self::Unroutable(_) => "unroutable",
-            Self::Protocol(_) => "protocol",
+            Self::Protocol { .. } => "protocol",
         }
     }
 }

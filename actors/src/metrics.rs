@@ -248,7 +248,7 @@ impl ActorMetrics {
 
     /// Runs a dependency call under `retry`, emitting [`DependencyFailed`] for every failed
     /// attempt (timeouts included).
-    pub async fn call<T, E: Classify + std::fmt::Display, F, Fut>(
+    pub async fn call<T, E: Classify + std::error::Error + 'static, F, Fut>(
         &self,
         retry: RetryPolicy,
         call: F,

@@ -27,7 +27,7 @@ pub trait Classify {
 /// What a call that ran out of time or retries reports.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Attempted<E> {
-    #[error("{0}")]
+    #[error(transparent)]
     Failed(E),
     #[error("timed out after {0:?}")]
     TimedOut(Duration),
@@ -186,7 +186,7 @@ impl From<RetryPolicy> for String {
 /// grow from 100 ms to 10 s, jittered, and every failure is logged.
 pub async fn until_ok<T, E, F, Fut>(what: &str, mut connect: F) -> T
 where
-    E: fmt::Display,
+    E: std::error::Error,
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
@@ -195,7 +195,7 @@ where
     for attempt in 1.. {
         let error = match tokio::time::timeout(CONNECT_TIMEOUT, connect()).await {
             Ok(Ok(value)) => return value,
-            Ok(Err(e)) => e.to_string(),
+            Ok(Err(e)) => crate::error::Chain(&e).to_string(),
             Err(_) => format!("no answer within {CONNECT_TIMEOUT:?}"),
         };
         let wait = waits.next().unwrap_or(Duration::from_secs(10));

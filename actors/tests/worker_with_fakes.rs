@@ -2,6 +2,7 @@
 //! dead-lettered when a dependency fails. No services needed.
 
 use actors::config::Durations;
+use actors::error::Cause;
 use actors::memory::{MemoryBroker, MemoryOrderStore, MemoryStatusStore, StoredMessage};
 use actors::messaging::{BrokerError, OutboundBroker, OutboundMessage, Outbox};
 use actors::order::{CorrelationId, ValidOrder};
@@ -46,8 +47,8 @@ impl<T> Flaky<T> {
 impl OrderStore for Flaky<MemoryOrderStore> {
     async fn persist_batch(&self, orders: &[Arc<ValidOrder>]) -> Result<Vec<Persisted>, OrderStoreError> {
         match (self.fail_now(), self.transient) {
-            (true, true) => Err(OrderStoreError::Unavailable("connection reset".into())),
-            (true, false) => Err(OrderStoreError::Rejected("check constraint violated".into())),
+            (true, true) => Err(OrderStoreError::Unavailable(Cause::text("connection reset"))),
+            (true, false) => Err(OrderStoreError::Rejected(Cause::text("check constraint violated"))),
             _ => self.inner.persist_batch(orders).await,
         }
     }
@@ -57,7 +58,7 @@ impl OrderStore for Flaky<MemoryOrderStore> {
 impl StatusStore for Flaky<MemoryStatusStore> {
     async fn advance(&self, ids: &[CorrelationId], next: OrderStatus) -> Result<Vec<OrderStatus>, StatusStoreError> {
         if self.fail_now() {
-            return Err(StatusStoreError::Unavailable("redis down".into()));
+            return Err(StatusStoreError::Unavailable(Cause::text("redis down")));
         }
         self.inner.advance(ids, next).await
     }

@@ -1,5 +1,5 @@
 use super::outbound::publish_confirmed;
-use super::{Topology, connect, convert, protocol_error};
+use super::{Topology, connect, convert, failed};
 use crate::messaging::{BrokerError, DeadLetter, DeadLetterQueue, headers};
 use crate::secret::SecretUrl;
 use async_trait::async_trait;
@@ -23,12 +23,14 @@ impl AmqpDeadLetters {
 
     async fn open(&self) -> Result<(Connection, Channel, u32), BrokerError> {
         let connection = connect(&self.url, "dlq tool").await?;
-        let channel = connection.create_channel().await.map_err(protocol_error)?;
+        let channel = connection.create_channel().await.map_err(failed("open a channel"))?;
         let passive = QueueDeclareOptions { passive: true, ..Default::default() };
         let queue = channel
             .queue_declare(self.topology.dead_letter.as_str().into(), passive, FieldTable::default())
             .await
-            .map_err(|e| BrokerError::Protocol(format!("dead-letter queue {:?}: {e}", self.topology.dead_letter)))?;
+            .map_err(|e| {
+                BrokerError::failed(format!("find the dead-letter queue {:?}", self.topology.dead_letter), e)
+            })?;
         Ok((connection, channel, queue.message_count()))
     }
 
@@ -36,7 +38,7 @@ impl AmqpDeadLetters {
         channel
             .basic_get(self.topology.dead_letter.as_str().into(), BasicGetOptions { no_ack: false })
             .await
-            .map_err(protocol_error)
+            .map_err(failed("get a dead letter"))
     }
 }
 
@@ -57,7 +59,7 @@ impl DeadLetterQueue for AmqpDeadLetters {
 
     async fn replay(&self, select: &(dyn for<'l> Fn(&'l DeadLetter) -> bool + Sync)) -> Result<usize, BrokerError> {
         let (connection, channel, count) = self.open().await?;
-        channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(protocol_error)?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(failed("enable publisher confirms"))?;
         let mut moved = 0;
         // Unselected messages stay unacked on this channel, so each message is seen once.
         for _ in 0..count {
@@ -72,7 +74,7 @@ impl DeadLetterQueue for AmqpDeadLetters {
             let properties = convert::without_expiration(&delivery.properties)
                 .with_headers(without_failure_history(delivery.properties.headers().as_ref()));
             publish_confirmed(&channel, &self.topology.inbound, &delivery.data, properties).await?;
-            delivery.acker.ack(BasicAckOptions::default()).await.map_err(|e| BrokerError::Closed(e.to_string()))?;
+            delivery.acker.ack(BasicAckOptions::default()).await.map_err(BrokerError::closed)?;
             moved += 1;
         }
         let _ = connection.close(200, "replayed".into()).await;
@@ -84,7 +86,7 @@ impl DeadLetterQueue for AmqpDeadLetters {
         let purged = channel
             .queue_purge(self.topology.dead_letter.as_str().into(), QueuePurgeOptions::default())
             .await
-            .map_err(protocol_error)?;
+            .map_err(failed("purge the dead-letter queue"))?;
         let _ = connection.close(200, "purged".into()).await;
         Ok(purged)
     }

@@ -1,5 +1,5 @@
 use super::outbound::publish_confirmed;
-use super::{Topology, connect, convert, protocol_error};
+use super::{Topology, connect, convert, failed};
 use crate::messaging::{
     BrokerError, Delivery, FailureRecord, InboundBroker, Settle, Subscription, SubscriptionControl,
 };
@@ -89,10 +89,7 @@ impl Acks {
         if highest <= *sent {
             return Ok(());
         }
-        self.channel
-            .basic_ack(highest, BasicAckOptions { multiple: true })
-            .await
-            .map_err(|e| BrokerError::Closed(e.to_string()))?;
+        self.channel.basic_ack(highest, BasicAckOptions { multiple: true }).await.map_err(BrokerError::closed)?;
         *sent = highest;
         Ok(())
     }
@@ -110,13 +107,16 @@ impl InboundBroker for AmqpInbound {
 
     async fn subscribe(&self, prefetch: u16) -> Result<Subscription, BrokerError> {
         let connection = connect(&self.url, "consumer").await?;
-        let channel = connection.create_channel().await.map_err(protocol_error)?;
+        let channel = connection.create_channel().await.map_err(failed("open the consuming channel"))?;
         self.topology.declare(&channel).await?;
-        channel.basic_qos(prefetch, BasicQosOptions::default()).await.map_err(protocol_error)?;
+        channel.basic_qos(prefetch, BasicQosOptions::default()).await.map_err(failed("set the prefetch"))?;
         // A separate channel for republishing: confirm mode applies to a whole channel, and the
         // consuming channel's flow must not wait on confirms.
-        let settle_channel = connection.create_channel().await.map_err(protocol_error)?;
-        settle_channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(protocol_error)?;
+        let settle_channel = connection.create_channel().await.map_err(failed("open the settling channel"))?;
+        settle_channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(failed("enable publisher confirms"))?;
         let consumer = channel
             .basic_consume(
                 self.topology.inbound.as_str().into(),
@@ -125,13 +125,13 @@ impl InboundBroker for AmqpInbound {
                 FieldTable::default(),
             )
             .await
-            .map_err(protocol_error)?;
+            .map_err(failed("consume the inbound queue"))?;
         let consumer_tag = consumer.tag();
         let acks = Acks::new(channel.clone());
         let settle = Arc::new(SettleChannel { channel: settle_channel, topology: self.topology.clone(), acks });
         let deliveries = consumer
             .map(move |delivery| {
-                let delivery = delivery.map_err(|e| BrokerError::Closed(e.to_string()))?;
+                let delivery = delivery.map_err(BrokerError::closed)?;
                 settle.acks.received(delivery.delivery_tag);
                 let body = bytes::Bytes::from(delivery.data);
                 Ok(Delivery {
@@ -162,7 +162,7 @@ impl SubscriptionControl for AmqpSubscription {
         self.channel
             .basic_cancel(self.consumer_tag.clone(), BasicCancelOptions::default())
             .await
-            .map_err(protocol_error)
+            .map_err(failed("cancel the subscription"))
     }
 
     async fn close(&self) {
@@ -202,7 +202,7 @@ impl Settle for AmqpSettle {
     async fn retry_later(self: Box<Self>, delay: Duration, failure: &FailureRecord) -> Result<(), BrokerError> {
         let moved = match self.channel.topology.retry_queue_for(delay) {
             Some(queue) => self.move_to(queue, failure).await,
-            None => Err(BrokerError::Protocol("no retry queue is configured".into())),
+            None => Err(BrokerError::Protocol { what: "find a retry queue (none is configured)".into(), cause: None }),
         };
         if moved.is_err() {
             // The broker would not take the copy: hand the original back instead, so it is
@@ -218,10 +218,7 @@ impl Settle for AmqpSettle {
         if moved.is_err() {
             // Without our copy the queue's own dead-letter exchange still moves it to the DLQ
             // (with the broker's x-death header instead of our reason).
-            self.acker
-                .reject(BasicRejectOptions { requeue: false })
-                .await
-                .map_err(|e| BrokerError::Closed(e.to_string()))?;
+            self.acker.reject(BasicRejectOptions { requeue: false }).await.map_err(BrokerError::closed)?;
             let _ = self.channel.acks.released(self.tag).await;
         }
         moved

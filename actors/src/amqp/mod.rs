@@ -26,15 +26,19 @@ pub use outbound::AmqpOutbound;
 pub use probe::queue_depths;
 pub use topology::Topology;
 
+use crate::error::Cause;
 use crate::messaging::BrokerError;
 use crate::secret::SecretUrl;
 use lapin::{Connection, ConnectionProperties};
 
 async fn connect(url: &SecretUrl, role: &str) -> Result<Connection, BrokerError> {
     let properties = ConnectionProperties::default().with_connection_name(format!("order-process {role}").into());
-    Connection::connect(url.expose(), properties).await.map_err(|e| BrokerError::Connection(format!("{url} ({e})")))
+    Connection::connect(url.expose(), properties)
+        .await
+        .map_err(|e| BrokerError::Connection { target: url.redacted(), cause: Cause::new(e) })
 }
 
-fn protocol_error(e: lapin::Error) -> BrokerError {
-    BrokerError::Protocol(e.to_string())
+/// Maps lapin's error of the operation `what` into the port's.
+fn failed(what: &'static str) -> impl FnOnce(lapin::Error) -> BrokerError {
+    move |e| BrokerError::failed(what, e)
 }

@@ -1,4 +1,4 @@
-use super::{Topology, connect, convert, protocol_error};
+use super::{Topology, connect, convert, failed};
 use crate::messaging::{BrokerError, HeaderValue, OutboundBroker, OutboundMessage, Outbox};
 use crate::secret::SecretUrl;
 use async_trait::async_trait;
@@ -26,9 +26,9 @@ impl OutboundBroker for AmqpOutbound {
 
     async fn open(&self) -> Result<Arc<dyn Outbox>, BrokerError> {
         let connection = connect(&self.url, "publisher").await?;
-        let channel = connection.create_channel().await.map_err(protocol_error)?;
+        let channel = connection.create_channel().await.map_err(failed("open the publishing channel"))?;
         self.topology.declare(&channel).await?;
-        channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(protocol_error)?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(failed("enable publisher confirms"))?;
         Ok(Arc::new(AmqpOutbox { connection, channel }))
     }
 }
@@ -76,13 +76,16 @@ pub(super) async fn publish_confirmed(
     let confirm = channel
         .basic_publish("".into(), queue.into(), options, body, properties.with_delivery_mode(2))
         .await
-        .map_err(|e| BrokerError::Closed(e.to_string()))?
+        .map_err(BrokerError::closed)?
         .await
-        .map_err(|e| BrokerError::Closed(e.to_string()))?;
+        .map_err(BrokerError::closed)?;
     match confirm {
         Confirmation::Ack(None) => Ok(()),
         Confirmation::Ack(Some(_)) => Err(BrokerError::Unroutable(queue.to_owned())),
         Confirmation::Nack(_) => Err(BrokerError::Nacked),
-        Confirmation::NotRequested => Err(BrokerError::Protocol("channel is not in confirm mode".into())),
+        Confirmation::NotRequested => Err(BrokerError::Protocol {
+            what: "publish confirmed (the channel is not in confirm mode)".into(),
+            cause: None,
+        }),
     }
 }

@@ -1,4 +1,4 @@
-use super::{Topology, connect, protocol_error};
+use super::{Topology, connect, failed};
 use crate::messaging::BrokerError;
 use crate::secret::SecretUrl;
 use lapin::options::QueueDeclareOptions;
@@ -9,12 +9,12 @@ use lapin::types::FieldTable;
 /// consumer's).
 pub async fn queue_depths(url: &SecretUrl, topology: &Topology) -> Result<(u32, u32), BrokerError> {
     let connection = connect(url, "queue probe").await?;
-    let channel = connection.create_channel().await.map_err(protocol_error)?;
+    let channel = connection.create_channel().await.map_err(failed("open a channel"))?;
     let passive = QueueDeclareOptions { passive: true, ..Default::default() };
     let mut depths = [0; 2];
     for (depth, queue) in depths.iter_mut().zip([&topology.inbound, &topology.dead_letter]) {
         let declared = channel.queue_declare(queue.as_str().into(), passive, FieldTable::default()).await;
-        *depth = declared.map_err(protocol_error)?.message_count();
+        *depth = declared.map_err(failed("count a queue's messages"))?.message_count();
     }
     let _ = connection.close(200, "sampled".into()).await;
     Ok((depths[0], depths[1]))

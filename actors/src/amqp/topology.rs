@@ -1,5 +1,4 @@
 use super::config::{AmqpConfig, QueueType};
-use super::protocol_error;
 use crate::config::{Durations, format_duration};
 use crate::messaging::BrokerError;
 use crate::messaging::QueuesConfig;
@@ -119,11 +118,13 @@ fn text(value: &str) -> AMQPValue {
 
 async fn declare(channel: &Channel, name: &str, arguments: FieldTable) -> Result<(), BrokerError> {
     let options = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
-    channel.queue_declare(name.into(), options, arguments).await.map(drop).map_err(|e| match protocol_error(e) {
-        BrokerError::Protocol(text) if text.contains("PRECONDITION_FAILED") => BrokerError::Protocol(format!(
-            "queue {name:?} exists with other arguments ({text}); delete it or keep its settings"
-        )),
-        other => other,
+    channel.queue_declare(name.into(), options, arguments).await.map(drop).map_err(|e| {
+        let what = if e.to_string().contains("PRECONDITION_FAILED") {
+            format!("declare queue {name:?}: it exists with other arguments; delete it or keep its settings")
+        } else {
+            format!("declare queue {name:?}")
+        };
+        BrokerError::failed(what, e)
     })
 }
 

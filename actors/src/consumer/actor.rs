@@ -2,6 +2,7 @@ use super::ConsumerConfig;
 use super::delivery::DeliveryHandler;
 use super::stages::Stages;
 use super::turns::Sequencer;
+use crate::error::Chain;
 use crate::events::{ActorRestarted, DependencyReconnected, Event};
 use crate::health::Health;
 use crate::messaging::{BrokerError, Delivery, InboundBroker, SubscriptionControl};
@@ -160,7 +161,7 @@ impl StreamHandler<Result<Delivery, BrokerError>> for Consumer {
         let delivery = match item {
             Ok(delivery) => delivery,
             Err(error) => {
-                tracing::warn!(actor = "consumer", %error, "subscription failed; reconnecting");
+                tracing::warn!(actor = "consumer", error = %Chain(&error), "subscription failed; reconnecting");
                 ctx.stop();
                 return;
             }
@@ -199,7 +200,7 @@ impl Handler<Drain> for Consumer {
             if let Some(subscription) = &subscription
                 && let Err(error) = subscription.cancel().await
             {
-                tracing::warn!(%error, "could not cancel the subscription");
+                tracing::warn!(error = %Chain(&error), "could not cancel the subscription");
             }
             let _ = tokio::time::timeout(msg.timeout, in_flight.wait_for(|n| *n == 0)).await;
             let abandoned = *in_flight.borrow();

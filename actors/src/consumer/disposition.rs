@@ -3,6 +3,7 @@
 
 use super::RedeliveryPolicy;
 use super::stages::StageFailure;
+use crate::error::Chain;
 use crate::messaging::{DeadLetterReason, FailureKind, FailureRecord, InboundMessage};
 use crate::order::Rejected;
 use crate::processor::Persisted;
@@ -61,10 +62,10 @@ pub fn decide(
         Outcome::Failed(failure) if !failure.transient => Disposition::DeadLetter(record(
             FailureKind::Permanent,
             Some(DeadLetterReason::PermanentFailure),
-            failure.to_string(),
+            Chain(failure).to_string(),
         )),
         Outcome::Failed(failure) => {
-            let retry = record(FailureKind::Transient, None, failure.to_string());
+            let retry = record(FailureKind::Transient, None, Chain(failure).to_string());
             if retry.attempts >= policy.max_attempts {
                 Disposition::DeadLetter(FailureRecord {
                     dead_letter_reason: Some(DeadLetterReason::RetriesExhausted),
@@ -98,7 +99,7 @@ mod tests {
     }
 
     fn failed(transient: bool) -> Outcome {
-        Outcome::Failed(StageFailure { stage: Stage::Persist, transient, error: "boom".into() })
+        Outcome::Failed(StageFailure { stage: Stage::Persist, transient, cause: crate::error::Cause::text("boom") })
     }
 
     fn policy() -> RedeliveryPolicy {

@@ -1,6 +1,7 @@
 //! What happens to a delivery, as events that log and count together (see [`crate::events`]).
 
 use super::disposition::{Disposition, Outcome};
+use crate::error::Chain;
 use crate::events::Event;
 use crate::messaging::{BrokerError, FailureKind};
 use crate::metrics::{self, ActorMetrics};
@@ -56,7 +57,7 @@ pub struct SettlementFailed<'a> {
 
 impl Event for SettlementFailed<'_> {
     fn emit(self, metrics: &ActorMetrics) {
-        tracing::warn!(error = %self.error, "could not settle the delivery; the broker will redeliver it");
+        tracing::warn!(error = %Chain(self.error), "could not settle the delivery; the broker will redeliver it");
         metrics.count_dependency_error(self.error.kind());
     }
 }

@@ -3,6 +3,7 @@
 //! the replies are per order, so an order that fails drops out of the chain alone while its
 //! neighbours go on.
 
+use crate::error::Cause;
 use crate::processor::PersistOrders;
 use crate::publisher::PublishEvents;
 use crate::retry::Classify;
@@ -43,22 +44,26 @@ impl fmt::Display for Stage {
     }
 }
 
-/// A step that failed for one order, after its own retries.
+/// A step that failed for one order, after its own retries, with the error that failed it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{stage} failed: {error}")]
+#[error("{stage} failed")]
 pub struct StageFailure {
     pub stage: Stage,
     pub transient: bool,
-    pub error: String,
+    #[source]
+    pub cause: Cause,
 }
 
 impl StageFailure {
-    pub(super) fn new(stage: Stage, error: &(impl Classify + fmt::Display)) -> Self {
-        Self { stage, transient: error.is_transient(), error: error.to_string() }
+    pub fn new<E: Classify + std::error::Error + Clone + Send + Sync + 'static>(stage: Stage, error: &E) -> Self {
+        Self { stage, transient: error.is_transient(), cause: Cause::new(error.clone()) }
     }
 
     /// The actor stopped or is restarting: the step may succeed on a later delivery.
     pub(super) fn unavailable(stage: Stage, error: MailboxError) -> Self {
-        Self { stage, transient: true, error: format!("actor unavailable: {error}") }
+        #[derive(Debug, thiserror::Error)]
+        #[error("actor unavailable")]
+        struct Unavailable(#[source] MailboxError);
+        Self { stage, transient: true, cause: Cause::new(Unavailable(error)) }
     }
 }

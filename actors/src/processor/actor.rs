@@ -1,4 +1,5 @@
 use super::{OrderStore, OrderStoreError, Persisted, ProcessorConfig};
+use crate::error::{Cause, Chain};
 use crate::events::{ActorRestarted, BatchHandled, Event};
 use crate::metrics::{Actor as ActorName, ActorMetrics, Metrics};
 use crate::order::{CorrelationId, ValidOrder};
@@ -117,7 +118,7 @@ impl Handler<PersistOrders> for Processor {
         self.commit_next(ctx);
         Box::pin(async move {
             result.await.unwrap_or_else(|_| {
-                let gone = Attempted::Failed(OrderStoreError::Unavailable("the processor restarted".into()));
+                let gone = Attempted::Failed(OrderStoreError::Unavailable(Cause::text("the processor restarted")));
                 vec![Err(gone); count]
             })
         })
@@ -155,7 +156,7 @@ async fn persist(
         Ok(persisted) => persisted.into_iter().map(Ok).collect(),
         Err(error) if error.is_transient() || unique.len() == 1 => vec![Err(error); unique.len()],
         Err(error) => {
-            tracing::warn!(%error, orders = unique.len(), "batch refused; storing its orders one by one");
+            tracing::warn!(error = %Chain(&error), orders = unique.len(), "batch refused; storing its orders one by one");
             let mut one_by_one = Vec::with_capacity(unique.len());
             for order in &unique {
                 one_by_one.push(in_one(std::slice::from_ref(order)).await.map(|mut p| p.remove(0)));

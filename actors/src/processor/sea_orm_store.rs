@@ -1,4 +1,5 @@
 use super::{DatabaseConfig, OrderStore, OrderStoreError, Persisted};
+use crate::error::Cause;
 use crate::order::{OrderId, ValidOrder};
 use async_trait::async_trait;
 use sea_orm::sea_query::{ArrayType, Value};
@@ -161,9 +162,9 @@ fn text(value: Option<String>) -> Value {
 /// 58 (system error) may pass; anything else the database said about this order will not.
 pub fn classify(error: DbErr) -> OrderStoreError {
     let sqlx_error = match &error {
-        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => return OrderStoreError::Unavailable(error.to_string()),
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => return OrderStoreError::Unavailable(Cause::new(error)),
         DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => e.as_ref(),
-        _ => return OrderStoreError::Rejected(error.to_string()),
+        _ => return OrderStoreError::Rejected(Cause::new(error)),
     };
     let transient = match sqlx_error {
         sqlx::Error::Database(db) => {
@@ -178,8 +179,8 @@ pub fn classify(error: DbErr) -> OrderStoreError {
         _ => false,
     };
     if transient {
-        OrderStoreError::Unavailable(error.to_string())
+        OrderStoreError::Unavailable(Cause::new(error))
     } else {
-        OrderStoreError::Rejected(error.to_string())
+        OrderStoreError::Rejected(Cause::new(error))
     }
 }

@@ -1,3 +1,4 @@
+use crate::error::Cause;
 use crate::order::{OrderId, ValidOrder};
 use crate::retry::Classify;
 use async_trait::async_trait;
@@ -24,11 +25,11 @@ pub struct Persisted {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OrderStoreError {
     /// Connection lost, pool exhausted, serialization failure, deadlock: may pass.
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
+    #[error("database unavailable")]
+    Unavailable(#[source] Cause),
     /// The database refused this order (a constraint, a value out of range): will not pass.
-    #[error("database rejected the order: {0}")]
-    Rejected(String),
+    #[error("database rejected the order")]
+    Rejected(#[source] Cause),
 }
 
 impl Classify for OrderStoreError {

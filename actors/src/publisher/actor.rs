@@ -1,4 +1,5 @@
 use super::{OrderProcessed, PublisherConfig};
+use crate::error::Cause;
 use crate::events::{ActorRestarted, BatchHandled, DependencyReconnected, Event};
 use crate::messaging::{BrokerError, OutboundBroker, OutboundMessage, Outbox};
 use crate::metrics::{Actor as ActorName, ActorMetrics, Metrics};
@@ -156,7 +157,7 @@ impl Handler<PublishEvents> for Publisher {
                         let current = outbox
                             .wait_for(Option::is_some)
                             .await
-                            .map_err(|_| BrokerError::Closed("publisher stopped".into()))?
+                            .map_err(|_| BrokerError::Closed(Cause::text("the publisher stopped")))?
                             .clone()
                             .expect("waited for Some");
                         let published = current.publish(message).await;

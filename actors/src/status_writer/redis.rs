@@ -1,4 +1,5 @@
 use super::{StatusConfig, StatusStore, StatusStoreError};
+use crate::error::Cause;
 use crate::order::CorrelationId;
 use crate::status::OrderStatus;
 use async_trait::async_trait;
@@ -78,7 +79,7 @@ impl StatusStore for RedisStatusStore {
             .script
             .evalsha_with_reload(&self.client, keys, args)
             .await
-            .map_err(|e| StatusStoreError::Unavailable(e.to_string()))?;
+            .map_err(|e| StatusStoreError::Unavailable(Cause::new(e)))?;
         stored.into_iter().map(|s| s.parse().map_err(|_| StatusStoreError::Corrupt(s))).collect()
     }
 }

@@ -1,3 +1,4 @@
+use crate::error::Cause;
 use crate::order::CorrelationId;
 use crate::retry::Classify;
 use crate::status::OrderStatus;
@@ -13,8 +14,8 @@ pub trait StatusStore: Send + Sync + 'static {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StatusStoreError {
-    #[error("status store unavailable: {0}")]
-    Unavailable(String),
+    #[error("status store unavailable")]
+    Unavailable(#[source] Cause),
     #[error("status store answered {0:?}, which is not a status")]
     Corrupt(String),
 }
