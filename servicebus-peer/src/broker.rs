@@ -390,7 +390,8 @@ fn annotation_key_is(key: &fe2o3_amqp_types::messaging::annotations::OwnedKey, n
 /// annotations, its lock token and (in peek-lock) its lock expiry.
 fn encode_for_delivery(entry: &Entry, locked_until: Option<i64>, lock_token: Option<Uuid>) -> Vec<u8> {
     let mut message = entry.message.clone();
-    message.header.get_or_insert_with(Header::default).delivery_count = entry.delivery_count;
+    let mut header = message.header.take().unwrap_or_default();
+    header.delivery_count = entry.delivery_count;
     let annotations = &mut message.message_annotations.get_or_insert_with(MessageAnnotations::default).0;
     annotations.insert(annotation::SEQUENCE_NUMBER.into(), Value::Long(entry.sequence_number));
     annotations
@@ -405,12 +406,31 @@ fn encode_for_delivery(entry: &Entry, locked_until: Option<i64>, lock_token: Opt
             .0
             .insert(annotation::LOCK_TOKEN.into(), Value::Uuid((*token.as_bytes()).into()));
     }
-    // Encoding a message that was decoded from the wire cannot fail; an empty payload would only
-    // make the client report a decode error.
-    serde_amqp::to_vec(&Serializable(message)).unwrap_or_default()
+    let mut payload = encode_header(&header);
+    payload.extend(encode_message(&message));
+    payload
 }
 
-/// Encodes a message as sent (used by peek and the management node).
+/// The header section with every field written out. serde_amqp leaves trailing default fields
+/// off a list, so a `delivery-count` of 0 would vanish, and Microsoft's Python SDK then reports
+/// the delivery count as `None`; Service Bus always sends it.
+fn encode_header(header: &Header) -> Vec<u8> {
+    let section = serde_amqp::described::Described {
+        descriptor: serde_amqp::descriptor::Descriptor::Code(0x70),
+        value: Value::List(vec![
+            Value::Bool(header.durable),
+            Value::Ubyte(header.priority.0),
+            header.ttl.map_or(Value::Null, Value::Uint),
+            Value::Bool(header.first_acquirer),
+            Value::Uint(header.delivery_count),
+        ]),
+    };
+    // Encoding plain values cannot fail.
+    serde_amqp::to_vec(&section).unwrap_or_default()
+}
+
+/// Encodes a message (its sections in order). Encoding a message that was decoded from the wire
+/// cannot fail; an empty payload would only make the client report a decode error.
 pub(crate) fn encode_message(message: &Message<Body<Value>>) -> Vec<u8> {
     serde_amqp::to_vec(&Serializable(message.clone())).unwrap_or_default()
 }
@@ -458,34 +478,51 @@ impl Broker {
 
     /// Accepts a message from a sender (or the inspection API).
     pub(crate) fn enqueue(&self, entity: &str, message: Message<Body<Value>>) -> Result<Enqueued, SendRefusal> {
+        let mut outcomes = self.enqueue_batch(entity, vec![message])?;
+        Ok(outcomes.pop().unwrap_or(Enqueued::Duplicate))
+    }
+
+    /// Accepts a batch (one transfer of format 0x80013700) all or nothing, as Service Bus does.
+    pub(crate) fn enqueue_batch(
+        &self,
+        entity: &str,
+        messages: Vec<Message<Body<Value>>>,
+    ) -> Result<Vec<Enqueued>, SendRefusal> {
         let now = now_ms();
         let result = self.with(|queues| {
             let queue = queues.get_mut(&key(entity)).ok_or_else(|| SendRefusal::NotFound(entity.to_string()))?;
             if queue.is_dlq {
                 return Err(SendRefusal::DeadLetterQueue(entity.to_string()));
             }
-            let session_id = message.properties.as_ref().and_then(|p| p.group_id.as_ref());
-            if queue.config.requires_session && session_id.is_none_or(|id| id.is_empty()) {
-                return Err(SendRefusal::SessionIdMissing);
-            }
-            if let Some(window) = queue.config.duplicate_detection {
-                let window = millis(window);
-                queue.seen_message_ids.retain(|_, seen| now - *seen < window);
-                let id = message.properties.as_ref().and_then(|p| p.message_id.as_ref()).map(message_id_text);
-                if let Some(id) = id {
-                    if queue.seen_message_ids.contains_key(&id) {
-                        return Ok(Enqueued::Duplicate);
-                    }
-                    queue.seen_message_ids.insert(id, now);
+            for message in &messages {
+                let session_id = message.properties.as_ref().and_then(|p| p.group_id.as_ref());
+                if queue.config.requires_session && session_id.is_none_or(|id| id.is_empty()) {
+                    return Err(SendRefusal::SessionIdMissing);
                 }
             }
-            let state = match scheduled_time(&message) {
-                Some(at) if at > now => MessageState::Scheduled(at),
-                _ => MessageState::Active,
-            };
-            Ok(Enqueued::Stored(queue.push(message, 0, state, now)))
+            let mut outcomes = Vec::with_capacity(messages.len());
+            for message in messages {
+                if let Some(window) = queue.config.duplicate_detection {
+                    let window = millis(window);
+                    queue.seen_message_ids.retain(|_, seen| now - *seen < window);
+                    let id = message.properties.as_ref().and_then(|p| p.message_id.as_ref()).map(message_id_text);
+                    if let Some(id) = id {
+                        if queue.seen_message_ids.contains_key(&id) {
+                            outcomes.push(Enqueued::Duplicate);
+                            continue;
+                        }
+                        queue.seen_message_ids.insert(id, now);
+                    }
+                }
+                let state = match scheduled_time(&message) {
+                    Some(at) if at > now => MessageState::Scheduled(at),
+                    _ => MessageState::Active,
+                };
+                outcomes.push(Enqueued::Stored(queue.push(message, 0, state, now)));
+            }
+            Ok(outcomes)
         });
-        if matches!(result, Ok(Enqueued::Stored(_))) {
+        if result.as_ref().is_ok_and(|outcomes| outcomes.iter().any(|o| matches!(o, Enqueued::Stored(_)))) {
             self.changed();
         }
         result

@@ -39,7 +39,7 @@ use tokio::sync::broadcast;
 use tokio_util::codec::{Decoder, Encoder};
 use uuid::Uuid;
 
-use crate::broker::{Broker, Enqueued, LockError, SessionError, Settlement};
+use crate::broker::{Broker, LockError, SessionError, Settlement};
 use crate::management;
 
 const SASL_HEADER: [u8; 8] = *b"AMQP\x03\x01\x00\x00";
@@ -138,8 +138,31 @@ fn entity_path(address: &str) -> String {
     rest.trim_matches('/').to_string()
 }
 
+/// An AMQP error with Service Bus's condition. The info map is always present (empty): a list
+/// that ends early makes Microsoft's Python SDK fail with an IndexError when it reads a
+/// rejected outcome.
 fn error(condition: &str, description: impl Into<String>) -> AmqpErrorValue {
-    AmqpErrorValue::new(ErrorCondition::Custom(Symbol::from(condition)), Some(description.into()), None)
+    AmqpErrorValue::new(
+        ErrorCondition::Custom(Symbol::from(condition)),
+        Some(description.into()),
+        Some(Fields::default()),
+    )
+}
+
+/// The message format of a Service Bus batch: each Data section is one encoded message.
+const BATCH_MESSAGE_FORMAT: u32 = 0x8001_3700;
+
+fn decode_message(bytes: &[u8]) -> Result<Message<Body<Value>>, String> {
+    serde_amqp::from_slice::<Deserializable<Message<Body<Value>>>>(bytes)
+        .map(|message| message.0)
+        .map_err(|problem| format!("the message could not be decoded: {problem}"))
+}
+
+fn unbatch(batch: &Message<Body<Value>>) -> Result<Vec<Message<Body<Value>>>, String> {
+    match &batch.body {
+        Body::Data(sections) => sections.iter().map(|data| decode_message(&data.0)).collect(),
+        _ => Err("a batched message must carry its messages as Data sections".into()),
+    }
 }
 
 #[derive(Debug)]
@@ -759,20 +782,25 @@ impl Conn {
         let owner = link.owner;
         let settled = first.settled.unwrap_or(false);
         let delivery_id = first.delivery_id;
-        let message = serde_amqp::from_slice::<Deserializable<Message<Body<Value>>>>(&buffer).map(|m| m.0);
+        let batched = first.message_format == Some(BATCH_MESSAGE_FORMAT);
+        let message = decode_message(&buffer);
         let state = match message {
-            Err(decode) => rejected(error("amqp:decode-error", format!("the message could not be decoded: {decode}"))),
+            Err(problem) => rejected(error("amqp:decode-error", problem)),
             Ok(message) => match &node {
-                Node::Entity(entity) => match self.shared.broker.enqueue(entity, message) {
-                    Ok(Enqueued::Stored(_) | Enqueued::Duplicate) => DeliveryState::Accepted(Accepted {}),
-                    Err(refusal) => {
-                        let condition = match refusal {
-                            crate::broker::SendRefusal::NotFound(_) => "amqp:not-found",
-                            _ => "amqp:not-allowed",
-                        };
-                        rejected(error(condition, refusal.to_string()))
+                Node::Entity(entity) => {
+                    let messages = if batched { unbatch(&message) } else { Ok(vec![message]) };
+                    match messages.map(|messages| self.shared.broker.enqueue_batch(entity, messages)) {
+                        Err(problem) => rejected(error("amqp:decode-error", problem)),
+                        Ok(Ok(_)) => DeliveryState::Accepted(Accepted {}),
+                        Ok(Err(refusal)) => {
+                            let condition = match refusal {
+                                crate::broker::SendRefusal::NotFound(_) => "amqp:not-found",
+                                _ => "amqp:not-allowed",
+                            };
+                            rejected(error(condition, refusal.to_string()))
+                        }
                     }
-                },
+                }
                 Node::Cbs | Node::Management(_) => {
                     let reply_to = message.properties.as_ref().and_then(|p| p.reply_to.clone());
                     let response = management::handle(&self.shared.broker, &node, &message, owner);
@@ -1173,7 +1201,11 @@ fn attach_reply(
 }
 
 fn not_found(entity: &str) -> AmqpErrorValue {
-    AmqpErrorValue::new(AmqpError::NotFound, Some(format!("The messaging entity '{entity}' could not be found.")), None)
+    AmqpErrorValue::new(
+        AmqpError::NotFound,
+        Some(format!("The messaging entity '{entity}' could not be found.")),
+        Some(Fields::default()),
+    )
 }
 
 /// `Some(None)`: a session receiver for the next available session; `Some(Some(id))`: for that
