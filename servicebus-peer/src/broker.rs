@@ -580,7 +580,8 @@ impl Broker {
     ) -> Option<Delivered> {
         let now = now_ms();
         let annotate = self.lock_token_annotation;
-        let delivered = self.with(|queues| {
+
+        self.with(|queues| {
             let queue = queues.get_mut(&key(entity))?;
             if let Some(id) = session {
                 let held = queue
@@ -610,8 +611,7 @@ impl Broker {
             entry.lock = Some(Lock { token, until, owner });
             let payload = encode_for_delivery(entry, Some(until), annotate.then_some(token));
             Some(Delivered { lock_token: token, payload })
-        });
-        delivered
+        })
     }
 
     /// Settles a locked message. `owner` is checked when given (link settlement); the management
@@ -695,11 +695,10 @@ impl Broker {
                 }
             };
             let entry = queue.sessions.entry(id.clone()).or_default();
-            if let Some((holder, until)) = entry.lock {
-                if holder != owner && until > now {
+            if let Some((holder, until)) = entry.lock
+                && holder != owner && until > now {
                     return Err(SessionError::Locked(id));
                 }
-            }
             let until = now + duration;
             entry.lock = Some((owner, until));
             Ok((id, until))
@@ -861,12 +860,12 @@ impl Broker {
                 }
                 let mut expired = Vec::new();
                 for entry in queue.messages.values_mut() {
-                    if let MessageState::Scheduled(at) = entry.state {
-                        if at <= now {
-                            entry.state = MessageState::Active;
-                            entry.enqueued_at = now;
-                            changed = true;
-                        }
+                    if let MessageState::Scheduled(at) = entry.state
+                        && at <= now
+                    {
+                        entry.state = MessageState::Active;
+                        entry.enqueued_at = now;
+                        changed = true;
                     }
                     if entry.lock.as_ref().is_some_and(|lock| lock.until <= now) {
                         expired.push(entry.sequence_number);

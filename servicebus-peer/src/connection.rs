@@ -306,6 +306,7 @@ where
             conn.last_sent = Instant::now();
             let mut failed = None;
             for frame in frames {
+                tracing::trace!(channel = frame.channel, body = ?frame.body, "sending");
                 if let Err(error) = transport.feed(frame).await {
                     failed = Some(error);
                     break;
@@ -395,6 +396,7 @@ fn transfer(handle: u32, delivery_id: Option<u32>, tag: Option<Vec<u8>>, settled
 
 impl Conn {
     fn on_frame(&mut self, frame: Frame) -> Result<(), ConnectionError> {
+        tracing::trace!(channel = frame.channel, body = ?frame.body, "received");
         let channel = frame.channel;
         match frame.body {
             FrameBody::Open(open) => self.on_open(open),
@@ -490,11 +492,11 @@ impl Conn {
                     .and_then(|target| Target::try_from((**target).clone()).ok())
                     .and_then(|target| target.address);
                 let node = Node::parse(address.as_deref().unwrap_or(""));
-                if let Some(entity) = node.entity() {
-                    if !broker_has(entity) {
-                        self.reject_attach(channel, attach, not_found(entity));
-                        return Ok(());
-                    }
+                if let Some(entity) = node.entity()
+                    && !broker_has(entity)
+                {
+                    self.reject_attach(channel, attach, not_found(entity));
+                    return Ok(());
                 }
                 let session = self.session(channel)?;
                 let local_handle = session.counters.next_local_handle;
@@ -534,11 +536,11 @@ impl Conn {
                 let pre_settled = attach.snd_settle_mode == SenderSettleMode::Settled;
                 match node {
                     Node::Cbs | Node::Management(_) => {
-                        if let Some(entity) = node.entity() {
-                            if !broker_has(entity) {
-                                self.reject_attach(channel, attach, not_found(entity));
-                                return Ok(());
-                            }
+                        if let Some(entity) = node.entity()
+                            && !broker_has(entity)
+                        {
+                            self.reject_attach(channel, attach, not_found(entity));
+                            return Ok(());
                         }
                         let session = self.session(channel)?;
                         let local_handle = session.counters.next_local_handle;
@@ -836,11 +838,11 @@ impl Conn {
                 return;
             }
         }
-        if let Some(session) = self.sessions.get_mut(&channel) {
-            if let Some(link) = session.links.values_mut().find(|link| matches!(link.kind, LinkKind::Replies)) {
-                link.replies.push_back(response);
-                return;
-            }
+        if let Some(session) = self.sessions.get_mut(&channel)
+            && let Some(link) = session.links.values_mut().find(|link| matches!(link.kind, LinkKind::Replies))
+        {
+            link.replies.push_back(response);
+            return;
         }
         tracing::warn!(?reply_to, "management reply dropped: no reply link attached");
     }
@@ -911,10 +913,10 @@ impl Conn {
     }
 
     fn on_tick(&mut self) {
-        if let Some(interval) = self.heartbeat {
-            if self.last_sent.elapsed() >= interval {
-                self.out.push(Frame::empty());
-            }
+        if let Some(interval) = self.heartbeat
+            && self.last_sent.elapsed() >= interval
+        {
+            self.out.push(Frame::empty());
         }
     }
 
@@ -975,20 +977,20 @@ impl Conn {
                 match &link.kind {
                     LinkKind::Incoming(_) => continue,
                     LinkKind::Deliver { entity, remove, session: session_id } => {
-                        if let Some(id) = session_id {
-                            if !broker.holds_session(entity, id, link.owner) {
-                                link.detaching = true;
-                                let detach = Detach {
-                                    handle: Handle(link.local_handle),
-                                    closed: true,
-                                    error: Some(error(
-                                        "com.microsoft:session-lock-lost",
-                                        "The session lock has expired on the MessageSession. Accept a new MessageSession.",
-                                    )),
-                                };
-                                self.out.push(Frame::new(local_channel, FrameBody::Detach(detach)));
-                                continue;
-                            }
+                        if let Some(id) = session_id
+                            && !broker.holds_session(entity, id, link.owner)
+                        {
+                            link.detaching = true;
+                            let detach = Detach {
+                                handle: Handle(link.local_handle),
+                                closed: true,
+                                error: Some(error(
+                                    "com.microsoft:session-lock-lost",
+                                    "The session lock has expired on the MessageSession. Accept a new MessageSession.",
+                                )),
+                            };
+                            self.out.push(Frame::new(local_channel, FrameBody::Detach(detach)));
+                            continue;
                         }
                         while link.credit > 0 && counters.remote_incoming_window > 0 {
                             let Some(delivered) =
