@@ -513,3 +513,54 @@ async fn a_timed_out_receive_without_prefetch_keeps_draining() {
         }
     }
 }
+
+#[tokio::test]
+async fn accept_next_session_waits_for_a_session_to_have_messages() {
+    let queue = queue_name("wait-session");
+    let peer = start_peer(vec![QueueConfig::new(&queue).sessions(true)]).await;
+    let mut client = client(&peer).await;
+    let late = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        peer.send(&queue, servicebus_peer::data_message("late", Some("w-1"), Some("late-session"))).unwrap();
+    };
+    let (accepted, ()) = tokio::join!(client.accept_next_session_for_queue(&queue, Default::default()), late);
+    let mut receiver = accepted.expect("the attach waits until a session has a message");
+    assert_eq!(receiver.session_id(), "late-session");
+    let received = receiver.receive_message_with_max_wait_time(WAIT).await.unwrap().expect("its message");
+    assert_eq!(received.message_id().as_deref(), Some("w-1"));
+}
+
+#[tokio::test]
+async fn an_expired_session_lock_detaches_the_receiver_and_frees_the_session() {
+    let queue = queue_name("session-expiry");
+    let peer =
+        start_peer(vec![QueueConfig::new(&queue).sessions(true).lock_duration(Duration::from_millis(800))]).await;
+    let mut client = client(&peer).await;
+    send(&mut client, &queue, vec![session_message("s", 0)]).await;
+    let mut first = client.accept_session_for_queue(&queue, "s", Default::default()).await.unwrap();
+    let held = first.receive_message_with_max_wait_time(WAIT).await.unwrap().expect("a message");
+    assert_eq!(held.delivery_count(), Some(1));
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(first.renew_session_lock().await.is_err(), "the session lock is lost");
+    let mut second = self::client(&peer).await;
+    let mut next =
+        second.accept_session_for_queue(&queue, "s", Default::default()).await.expect("the session is free again");
+    let again = next.receive_message_with_max_wait_time(WAIT).await.unwrap().expect("the message is offered again");
+    assert_eq!(again.delivery_count(), Some(2), "its lock died with the session lock");
+    next.complete_message(&again).await.unwrap();
+    wait_until("completed", || peer.count(&queue) == 0).await;
+}
+
+#[tokio::test]
+async fn receive_and_delete_removes_on_delivery() {
+    let queue = queue_name("rad");
+    let peer = start_peer(vec![QueueConfig::new(&queue)]).await;
+    let mut client = client(&peer).await;
+    send(&mut client, &queue, vec![message("once", "rad-1")]).await;
+    let options =
+        ServiceBusReceiverOptions { receive_mode: ServiceBusReceiveMode::ReceiveAndDelete, ..Default::default() };
+    let mut receiver = client.create_receiver_for_queue(&queue, options).await.unwrap();
+    let received = receive(&mut receiver).await;
+    assert_eq!(text(&received), "once");
+    assert_eq!(peer.count(&queue), 0, "gone as soon as it was delivered");
+}
