@@ -136,3 +136,36 @@ async fn wait(peer: &Peer, queues: &[String]) -> std::io::Result<()> {
 async fn wait(_peer: &Peer, _queues: &[String]) -> std::io::Result<()> {
     tokio::signal::ctrl_c().await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_spec_with_every_option() {
+        let queue = parse_queue("orders,sessions,max-delivery-count=3,lock-duration=1500ms,duplicate-detection=10m")
+            .expect("a valid spec");
+        assert_eq!(queue.name, "orders");
+        assert!(queue.requires_session);
+        assert_eq!(queue.max_delivery_count, 3);
+        assert_eq!(queue.lock_duration, Duration::from_millis(1500));
+        assert_eq!(queue.duplicate_detection, Some(Duration::from_secs(600)));
+    }
+
+    #[test]
+    fn plain_queue_keeps_service_bus_defaults() {
+        let queue = parse_queue("OrdersProcessed").expect("a valid spec");
+        assert!(!queue.requires_session);
+        assert_eq!(queue.max_delivery_count, 10);
+        assert_eq!(queue.duplicate_detection, None);
+    }
+
+    #[test]
+    fn bad_specs_are_refused_with_the_reason() {
+        assert!(parse_queue("").unwrap_err().contains("invalid queue name"));
+        assert!(parse_queue("a/b").unwrap_err().contains("invalid queue name"));
+        assert!(parse_queue("q,max-delivery-count=0").unwrap_err().contains("at least 1"));
+        assert!(parse_queue("q,prefetch=3").unwrap_err().contains("unknown queue option 'prefetch'"));
+        assert!(parse_duration("5h").unwrap_err().contains("use ms, s or m"));
+    }
+}

@@ -229,6 +229,7 @@ def check_sessions():
                     receiver.complete_message(message)
             assert got == [b"a-0", b"a-1", b"a-2"], got
             session = receiver.session
+            assert session.get_state() is None, "a session without state has none"
             session.set_state(b"checkpoint-3")
             assert session.get_state() == b"checkpoint-3", session.get_state()
             before = session.locked_until_utc
