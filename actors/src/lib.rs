@@ -11,17 +11,19 @@
 //! ```
 //!
 //! Where things live:
-//! - One folder per actor, with its messages, config, port and adapter: [`consumer`],
+//! - One folder per actor, with its messages, config, port and adapter: [`consumer`] (which
+//!   tells the whole life of a delivery: gather, decode, status, persist, publish, settle),
 //!   [`status_writer`], [`processor`], [`publisher`]. [`supervisor`] starts and wires them.
-//! - [`pipeline`]: the chain of requests for one batch, with per-order results.
-//!   [`consumer::decide`]: ack, retry or dead-letter, as a plain function.
 //! - Business rules as plain functions: [`order::decode`] (validation), [`status::may_replace`]
-//!   (status never goes backwards); idempotency is the unique CorrelationId in [`processor`].
+//!   (status never goes backwards), [`consumer::decide`] (ack, retry or dead-letter);
+//!   idempotency is the unique CorrelationId in [`processor`].
 //! - Broker-neutral messaging ports in [`messaging`]; RabbitMQ adapter in [`amqp`]; in-process
-//!   adapters of every port in [`memory`] (unit tests and the embedded mode).
-//! - [`retry`]: per-call timeout, bounded retries with backoff, reconnect loops.
-//! - [`metrics`]: the instruments (per actor, per outcome, per dependency);
-//!   [`trace_context`]: W3C trace context in message headers.
+//!   adapters of every port in [`memory`] (unit tests and the embedded demo).
+//! - [`config`]: how each setting is declared once, beside its component.
+//! - [`events`]: what happens, logged and counted together; [`metrics`]: the instruments.
+//! - [`retry`]: per-call timeout, bounded retries with backoff, reconnect loops; [`error`]:
+//!   error causes kept whole.
+//! - [`trace_context`]: W3C trace context in message headers, and each delivery's tracing.
 
 pub mod amqp;
 pub mod config;
