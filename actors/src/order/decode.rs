@@ -713,4 +713,26 @@ mod tests {
         let rejected = decode(late.as_bytes(), None).unwrap_err();
         assert_eq!(rejected.correlation_id.as_deref(), Some(CID), "read leniently when it comes after the failure");
     }
+
+    /// A measurement, not a rule: ns per decode of a typical order, next to a plain
+    /// `serde_json::Value` parse of the same body as a yardstick. Meaningful in release only:
+    /// `cargo test -p actors --release --lib decode_speed -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a timing, run by hand in release"]
+    fn decode_speed_on_a_typical_order() {
+        let body = br#"{"correlationId":"7d4c1c1e-7b0a-4c8e-9f41-2f0a3d3f5b11","customerId":"C-1042","currency":"EUR","items":[{"sku":"SKU-1","quantity":2,"unitPrice":19.99},{"sku":"SKU-2","quantity":1,"unitPrice":5.5}],"acceptedAt":"2026-11-24T10:00:00Z","identity":{"subject":"user-123","claims":{"tenant":"acme","roles":["customer"]}}}"#;
+        assert!(decode(body, None).is_ok());
+        let per_op = |f: &dyn Fn()| {
+            let runs = 100_000;
+            (0..runs / 10).for_each(|_| f());
+            let start = std::time::Instant::now();
+            (0..runs).for_each(|_| f());
+            start.elapsed().as_nanos() / runs
+        };
+        for _ in 0..3 {
+            let decoding = per_op(&|| drop(std::hint::black_box(decode(std::hint::black_box(body), None))));
+            let parsing = per_op(&|| drop(std::hint::black_box(serde_json::from_slice::<Value>(body))));
+            println!("{} bytes: decode {decoding} ns/op, serde_json::Value parse {parsing} ns/op", body.len());
+        }
+    }
 }
