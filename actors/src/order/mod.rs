@@ -5,6 +5,8 @@
 //! outbound event) can therefore rely on the limits below without checking again.
 
 mod decode;
+mod number;
+mod wire;
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -12,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use uuid::Uuid;
 
-pub use decode::{InvalidOrder, MAX_BODY_BYTES, Rejected, decode};
+pub use decode::{InvalidOrder, MAX_BODY_BYTES, Malformation, Rejected, decode};
 
 /// The id the API edge gave the order; the key of idempotency end to end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
