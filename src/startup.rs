@@ -109,11 +109,19 @@ impl Application {
         shutdown.await;
         let timeout = self.settings.worker.consumer.drain_timeout;
         tracing::info!(?timeout, "draining");
-        let report = self.worker.drain(timeout).await.context("the consumer is gone")?;
-        if report.abandoned > 0 {
-            tracing::warn!(abandoned = report.abandoned, "drain timed out; unfinished deliveries return to the queue");
-        } else {
-            tracing::info!("drained");
+        match self.worker.drain(timeout).await {
+            Ok(report) if report.abandoned > 0 => {
+                tracing::warn!(
+                    abandoned = report.abandoned,
+                    "drain timed out; unfinished deliveries return to the queue"
+                )
+            }
+            Ok(_) => tracing::info!("drained"),
+            // The consumer stopped on its own (its connection broke): what it had returns to the
+            // queue with that connection. Still a clean shutdown.
+            Err(error) => {
+                tracing::warn!(%error, "the consumer stopped during the drain; unsettled deliveries return to the queue")
+            }
         }
         self.sampler.abort();
         let _ = self.redis.quit().await;

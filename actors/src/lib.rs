@@ -28,6 +28,7 @@
 pub mod amqp;
 pub mod config;
 pub mod consumer;
+pub mod dependency;
 pub mod error;
 pub mod events;
 pub mod health;

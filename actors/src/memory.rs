@@ -281,6 +281,10 @@ impl StatusStore for MemoryStatusStore {
             })
             .collect())
     }
+
+    async fn probe(&self) -> Result<(), StatusStoreError> {
+        Ok(())
+    }
 }
 
 /// Orders in a map, one per CorrelationId, ids counting up from 1.
@@ -309,5 +313,9 @@ impl OrderStore for MemoryOrderStore {
                 }
             })
             .collect())
+    }
+
+    async fn probe(&self) -> Result<(), OrderStoreError> {
+        Ok(())
     }
 }

@@ -226,8 +226,12 @@ impl BrokerError {
 }
 
 impl crate::retry::Classify for BrokerError {
-    /// A broker failure is a property of the broker, never of the message: all of them may pass.
+    /// A broker failure is a property of the broker, never of the message: all of them may pass,
+    /// and all of them mean the broker cannot take messages now.
     fn is_transient(&self) -> bool {
+        true
+    }
+    fn is_outage(&self) -> bool {
         true
     }
     fn kind(&self) -> &'static str {

@@ -6,6 +6,7 @@
 //! `order_process.actor.messages` into `order_process_actor_messages_total` and
 //! `order_process.processing.duration` (unit `s`) into `order_process_processing_duration_seconds`.
 
+use crate::dependency::Dependency;
 use crate::events::{BatchHandled, DependencyFailed, Event};
 use crate::messaging::DeadLetterReason;
 use crate::retry::{Attempted, Classify, RetryPolicy};
@@ -41,10 +42,11 @@ impl Actor {
     /// The dependency the actor owns, as the `dependency` label names it.
     pub fn dependency(self) -> &'static str {
         match self {
-            Self::Consumer | Self::Publisher => "broker",
-            Self::Processor => "database",
-            Self::StatusWriter => "redis",
+            Self::Consumer | Self::Publisher => Dependency::Broker,
+            Self::Processor => Dependency::Database,
+            Self::StatusWriter => Dependency::Redis,
         }
+        .as_str()
     }
 }
 
@@ -85,6 +87,9 @@ struct Instruments {
     prefetch_limit: Gauge<u64>,
     consumer_attached: Gauge<u64>,
     queue_messages: Gauge<u64>,
+    dependency_up: Gauge<u64>,
+    pauses: Counter<u64>,
+    status_writes_skipped: Counter<u64>,
 }
 
 /// Handle to every instrument; cheap to clone into each actor.
@@ -146,6 +151,18 @@ impl Metrics {
                 "1 while the consumer is subscribed to the inbound queue",
             ),
             queue_messages: gauge("order_process.queue.messages", "Messages ready in a queue, sampled from the broker"),
+            dependency_up: gauge(
+                "order_process.dependency.up",
+                "0 while the consumer is paused because the dependency does not answer, 1 otherwise",
+            ),
+            pauses: counter(
+                "order_process.consumer.pauses",
+                "Times the consumer paused because a dependency did not answer (deliveries held, no attempt spent)",
+            ),
+            status_writes_skipped: counter(
+                "order_process.status.writes_skipped",
+                "Status changes not written because Redis failed, with ORDER_PROCESS_STATUS_WRITES=best-effort",
+            ),
         }))
         .with_known_series()
     }
@@ -164,9 +181,13 @@ impl Metrics {
             m.actor_restarts.add(0, &[KeyValue::new("actor", actor.as_str())]);
             m.actor_messages.add(0, &[KeyValue::new("actor", actor.as_str())]);
         }
-        for dependency in ["broker", "database", "redis"] {
-            m.dependency_reconnects.add(0, &[KeyValue::new("dependency", dependency)]);
+        for dependency in Dependency::ALL {
+            let label = [KeyValue::new("dependency", dependency.as_str())];
+            m.dependency_reconnects.add(0, &label);
+            m.pauses.add(0, &label);
+            m.dependency_up.record(1, &label);
         }
+        m.status_writes_skipped.add(0, &[]);
         self
     }
 
@@ -205,6 +226,18 @@ impl Metrics {
 
     pub(crate) fn record_consumer_attached(&self, attached: bool) {
         self.0.consumer_attached.record(attached.into(), &[]);
+    }
+
+    pub(crate) fn record_dependency_up(&self, dependency: Dependency, up: bool) {
+        self.0.dependency_up.record(up.into(), &[KeyValue::new("dependency", dependency.as_str())]);
+    }
+
+    pub(crate) fn count_pause(&self, dependency: Dependency) {
+        self.0.pauses.add(1, &[KeyValue::new("dependency", dependency.as_str())]);
+    }
+
+    pub(crate) fn count_status_writes_skipped(&self, writes: usize) {
+        self.0.status_writes_skipped.add(writes as u64, &[]);
     }
 
     /// `queue` is the role of the queue (`inbound`, `dead_letter`), not its name.

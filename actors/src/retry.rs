@@ -17,9 +17,16 @@ use tokio_retry::strategy::{ExponentialBackoff, jitter};
 
 /// What kind of failure an error is: whether it may pass if the same call is made again (a lost
 /// connection, a timeout, a serialization failure) or will fail the same way every time (a
-/// constraint, a bad value), and a short name for metrics and logs.
+/// constraint, a bad value), whether it says the dependency itself is unavailable, and a short
+/// name for metrics and logs.
 pub trait Classify {
     fn is_transient(&self) -> bool;
+    /// The dependency is unavailable (refused or lost connection, timeout, shutting down, a
+    /// failover in progress): the call says nothing about the message it was made for. The worker
+    /// then pauses instead of spending the message's attempts. Implies [`Self::is_transient`].
+    fn is_outage(&self) -> bool {
+        false
+    }
     /// A short, stable name (`timeout`, `unavailable`, `rejected`, ...): the `error_kind` label.
     fn kind(&self) -> &'static str;
 }
@@ -37,6 +44,12 @@ impl<E: Classify> Classify for Attempted<E> {
     fn is_transient(&self) -> bool {
         match self {
             Self::Failed(e) => e.is_transient(),
+            Self::TimedOut(_) => true,
+        }
+    }
+    fn is_outage(&self) -> bool {
+        match self {
+            Self::Failed(e) => e.is_outage(),
             Self::TimedOut(_) => true,
         }
     }
@@ -181,6 +194,12 @@ impl From<RetryPolicy> for String {
     }
 }
 
+/// The waits between tries to reach a dependency that is away: 100 ms growing to 10 s,
+/// jittered, for ever.
+pub fn reconnect_backoff() -> impl Iterator<Item = Duration> {
+    ExponentialBackoff::from_millis(2).factor(50).max_delay(Duration::from_secs(10)).map(jitter)
+}
+
 /// Calls `connect` until it succeeds: for (re)connecting to a dependency, which an actor must do
 /// however long the dependency is away. Each try gets `CONNECT_TIMEOUT`; the waits between tries
 /// grow from 100 ms to 10 s, jittered, and every failure is logged.
@@ -191,7 +210,7 @@ where
     Fut: Future<Output = Result<T, E>>,
 {
     const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-    let mut waits = ExponentialBackoff::from_millis(2).factor(50).max_delay(Duration::from_secs(10)).map(jitter);
+    let mut waits = reconnect_backoff();
     for attempt in 1.. {
         let error = match tokio::time::timeout(CONNECT_TIMEOUT, connect()).await {
             Ok(Ok(value)) => return value,

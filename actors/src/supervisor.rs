@@ -4,8 +4,8 @@
 //! restarts it in place, with the same address, so the others keep talking to it. Restarts are
 //! logged by each actor's `restarting`.
 
-use crate::consumer::Stages;
 use crate::consumer::{Consumer, ConsumerConfig, Drain, DrainReport};
+use crate::consumer::{Probes, Stages};
 use crate::health::Health;
 use crate::messaging::QueuesConfig;
 use crate::messaging::{InboundBroker, OutboundBroker};
@@ -78,6 +78,11 @@ impl Worker {
             status: status_writer.clone().recipient(),
             processor: processor.clone().recipient(),
             publisher: publisher.clone().recipient(),
+            probes: Probes {
+                status: status_writer.clone().recipient(),
+                processor: processor.clone().recipient(),
+                publisher: publisher.clone().recipient(),
+            },
         };
         let consumer_health = health.clone();
         let consumer = Supervisor::start(move |_| Consumer::new(inbound, stages, consumer, consumer_health, &metrics));

@@ -52,6 +52,10 @@ impl OrderStore for Flaky<MemoryOrderStore> {
             _ => self.inner.persist_batch(orders).await,
         }
     }
+
+    async fn probe(&self) -> Result<(), OrderStoreError> {
+        Ok(()) // the store answers: its failures are the orders' own
+    }
 }
 
 #[async_trait]
@@ -61,6 +65,10 @@ impl StatusStore for Flaky<MemoryStatusStore> {
             return Err(StatusStoreError::Unavailable(Cause::text("redis down")));
         }
         self.inner.advance(ids, next).await
+    }
+
+    async fn probe(&self) -> Result<(), StatusStoreError> {
+        Ok(())
     }
 }
 
@@ -222,4 +230,106 @@ async fn an_invalid_message_is_dead_lettered_without_touching_the_store() {
     let dead = h.wait_for(DLQ, 1).await;
     assert_eq!(dead[0].headers["x-order-process-reason"], "invalid");
     assert!(h.orders.orders().is_empty());
+}
+
+/// A database that is away while `down` is set: every call fails as an outage, probes too.
+struct Away {
+    inner: MemoryOrderStore,
+    down: Arc<std::sync::atomic::AtomicBool>,
+    calls: AtomicU32,
+}
+
+#[async_trait]
+impl OrderStore for Away {
+    async fn persist_batch(&self, orders: &[Arc<ValidOrder>]) -> Result<Vec<Persisted>, OrderStoreError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.down.load(Ordering::SeqCst) {
+            return Err(OrderStoreError::Unavailable(Cause::text("connection refused")));
+        }
+        self.inner.persist_batch(orders).await
+    }
+
+    async fn probe(&self) -> Result<(), OrderStoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(OrderStoreError::Unavailable(Cause::text("connection refused")));
+        }
+        Ok(())
+    }
+}
+
+#[actix_rt::test]
+async fn an_outage_of_the_database_holds_the_orders_without_spending_attempts_and_they_go_through_after() {
+    let broker = MemoryBroker::new(INBOUND, DLQ);
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let store = Arc::new(Away { inner: MemoryOrderStore::default(), down: down.clone(), calls: AtomicU32::new(0) });
+    let mut config = WorkerConfig::default();
+    config.queues.outbound_queue = OUTBOUND.into();
+    config.processor.sql_retry = RetryPolicy { retries: 0, timeout: Duration::from_secs(1), ..RetryPolicy::default() };
+    config.consumer.redelivery.retry_delays = Durations(vec![Duration::from_millis(10)]);
+    config.consumer.redelivery.max_attempts = 2;
+    let ports = Ports {
+        inbound: Arc::new(broker.clone()),
+        outbound: Arc::new(broker.clone()),
+        orders: store.clone(),
+        statuses: Arc::new(MemoryStatusStore::default()),
+    };
+    let worker = Worker::start(ports, config, Health::default(), actors::Metrics::disabled());
+    let ids: Vec<String> = (0..3).map(|_| cid().0).collect();
+    for id in &ids {
+        broker.send(INBOUND, StoredMessage { body: order_body(id).into(), ..Default::default() });
+    }
+    // Longer than max_attempts × the retry delay many times over: nothing may be dead-lettered.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(broker.len(DLQ), 0, "an outage dead-letters nothing");
+    assert_eq!(broker.len(OUTBOUND), 0);
+    let calls_while_paused = store.calls.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(store.calls.load(Ordering::SeqCst), calls_while_paused, "paused: no more orders are tried");
+
+    down.store(false, Ordering::SeqCst);
+    let events = {
+        let mut events = Vec::new();
+        for _ in 0..500 {
+            events.extend(broker.take_all(OUTBOUND));
+            if events.len() >= 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        events
+    };
+    let announced: std::collections::BTreeSet<_> = events.iter().filter_map(|e| e.correlation_id.clone()).collect();
+    assert_eq!(announced, ids.iter().cloned().collect(), "every order went through once the database answered");
+    assert_eq!(store.inner.orders().len(), 3);
+    let report = worker.drain(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(report.abandoned, 0);
+    assert_eq!(broker.len(DLQ) + broker.len(INBOUND), 0, "acked, none dead-lettered");
+}
+
+#[actix_rt::test]
+async fn a_drain_during_an_outage_hands_the_held_deliveries_back_at_once() {
+    let broker = MemoryBroker::new(INBOUND, DLQ);
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let store = Arc::new(Away { inner: MemoryOrderStore::default(), down, calls: AtomicU32::new(0) });
+    let mut config = WorkerConfig::default();
+    config.processor.sql_retry = RetryPolicy { retries: 0, timeout: Duration::from_secs(1), ..RetryPolicy::default() };
+    let ports = Ports {
+        inbound: Arc::new(broker.clone()),
+        outbound: Arc::new(broker.clone()),
+        orders: store.clone(),
+        statuses: Arc::new(MemoryStatusStore::default()),
+    };
+    let worker = Worker::start(ports, config, Health::default(), actors::Metrics::disabled());
+    let (id, _) = cid();
+    broker.send(INBOUND, StoredMessage { body: order_body(&id).into(), ..Default::default() });
+    while store.calls.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = std::time::Instant::now();
+    let report = worker.drain(Duration::from_secs(5)).await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(2), "the drain did not wait for the outage");
+    assert_eq!(report.abandoned, 0, "released, not abandoned");
+    assert_eq!(broker.len(INBOUND), 1, "the held delivery is back in its queue, unsettled");
+    assert_eq!(broker.take_all(INBOUND)[0].attempts(), 0, "no attempt spent");
 }

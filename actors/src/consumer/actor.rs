@@ -1,7 +1,10 @@
 use super::ConsumerConfig;
-use super::delivery::DeliveryHandler;
+use super::delivery::{DeliveryHandler, Handled};
+use super::events::{Paused, Resumed};
 use super::stages::Stages;
 use super::turns::Sequencer;
+use crate::dependency::Dependency;
+use crate::error::Cause;
 use crate::error::Chain;
 use crate::events::{ActorRestarted, DependencyReconnected, Event};
 use crate::health::Health;
@@ -32,6 +35,12 @@ pub struct DrainReport {
 /// limit. When the subscription breaks the actor stops, its in-flight futures are dropped with it
 /// (their deliveries return to the queue with the closed channel), and the supervisor restarts
 /// it to subscribe again.
+///
+/// When a batch hands back deliveries because a dependency is down, the consumer pauses: it
+/// starts no batch, keeps what it has (the held deliveries and those that keep arriving, at most
+/// the prefetch), and probes the dependency with backoff; when it answers, the held deliveries
+/// run again first, in the order they arrived, and consuming resumes. An outage of any length
+/// spends no attempt.
 pub struct Consumer {
     broker: Arc<dyn InboundBroker>,
     config: ConsumerConfig,
@@ -42,8 +51,17 @@ pub struct Consumer {
     gathering: Vec<(Delivery, Instant)>,
     linger: Option<SpawnHandle>,
     in_flight: watch::Sender<usize>,
+    /// Deliveries held while a dependency is down, to run again first.
+    held: Vec<(Delivery, Instant)>,
+    paused: Option<Pause>,
     draining: bool,
     subscribed_before: bool,
+}
+
+/// A dependency that does not answer, since when.
+struct Pause {
+    dependency: Dependency,
+    since: Instant,
 }
 
 impl Consumer {
@@ -73,6 +91,8 @@ impl Consumer {
             gathering: Vec::new(),
             linger: None,
             in_flight: watch::Sender::new(0),
+            held: Vec::new(),
+            paused: None,
             draining: false,
             subscribed_before: false,
         }
@@ -90,19 +110,66 @@ impl Consumer {
         }
     }
 
-    /// Starts the gathered batch.
+    /// Starts the gathered deliveries as batches of at most `batch_size`, unless paused.
     fn start_batch(&mut self, ctx: &mut Context<Self>) {
         if let Some(linger) = self.linger.take() {
             ctx.cancel_future(linger);
         }
-        if self.gathering.is_empty() {
-            return;
+        while self.paused.is_none() && !self.gathering.is_empty() {
+            let size = self.gathering.len().min(usize::from(self.config.batch_size));
+            let batch: Vec<_> = self.gathering.drain(..size).collect();
+            let turn = self.handler.sequencer.next_turn();
+            let handling = self.handler.clone().handle(batch, turn);
+            ctx.spawn(handling.into_actor(self).map(move |handled, act, ctx| act.handled(size, handled, ctx)));
         }
-        let batch = std::mem::take(&mut self.gathering);
-        let size = batch.len();
-        let turn = self.handler.sequencer.next_turn();
-        let handling = self.handler.clone().handle(batch, turn);
-        ctx.spawn(handling.into_actor(self).map(move |(), act, _| act.in_flight.send_modify(|n| *n -= size)));
+    }
+
+    /// A batch is done: its settled deliveries leave the in-flight count; held ones stay, to run
+    /// again once their dependency answers (or to go back to the broker if draining).
+    fn handled(&mut self, size: usize, handled: Handled, ctx: &mut Context<Self>) {
+        let Handled { held, down } = handled;
+        let released = if self.draining { held.len() } else { 0 };
+        self.in_flight.send_modify(|n| *n -= size - held.len() + released);
+        if self.draining {
+            return; // dropped: unsettled, they return to the queue when the connection closes
+        }
+        self.held.extend(held);
+        if self.paused.is_none()
+            && let Some((dependency, error)) = down.into_iter().next()
+        {
+            self.pause(dependency, &error, ctx);
+        }
+    }
+
+    /// Stops starting batches and probes `dependency`, with backoff, until it answers.
+    fn pause(&mut self, dependency: Dependency, error: &Cause, ctx: &mut Context<Self>) {
+        Paused { dependency, held: self.held.len(), error }.emit(self.metrics());
+        self.paused = Some(Pause { dependency, since: Instant::now() });
+        let handler = self.handler.clone();
+        let probing = async move {
+            for wait in crate::retry::reconnect_backoff() {
+                tokio::time::sleep(wait).await;
+                match handler.stages.probe(dependency).await {
+                    Ok(()) => return,
+                    Err(error) => tracing::debug!(%dependency, error = %Chain(&error), "still does not answer"),
+                }
+            }
+        };
+        ctx.spawn(probing.into_actor(self).map(|(), act, ctx| act.resume(ctx)));
+    }
+
+    /// The dependency answers: the held deliveries go first, in the order they arrived.
+    fn resume(&mut self, ctx: &mut Context<Self>) {
+        let Some(pause) = self.paused.take() else { return };
+        let mut held = std::mem::take(&mut self.held);
+        Resumed { dependency: pause.dependency, paused_for: pause.since.elapsed(), held: held.len() }
+            .emit(self.metrics());
+        held.sort_by_key(|(_, received)| *received);
+        held.append(&mut self.gathering);
+        self.gathering = held;
+        if !self.draining {
+            self.start_batch(ctx);
+        }
     }
 }
 
@@ -151,6 +218,8 @@ impl Supervised for Consumer {
         // The in-flight futures, and the batch being gathered, went with the old context; their
         // deliveries return to the queue with the closed channel.
         self.gathering.clear();
+        self.held.clear();
+        self.paused = None;
         self.linger = None;
         self.in_flight.send_replace(0);
     }
@@ -160,6 +229,11 @@ impl StreamHandler<Result<Delivery, BrokerError>> for Consumer {
     fn handle(&mut self, item: Result<Delivery, BrokerError>, ctx: &mut Self::Context) {
         let delivery = match item {
             Ok(delivery) => delivery,
+            Err(error) if self.draining => {
+                // The drain closes the connection anyway; what is unsettled returns to the queue.
+                tracing::warn!(actor = "consumer", error = %Chain(&error), "subscription failed while draining");
+                return;
+            }
             Err(error) => {
                 tracing::warn!(actor = "consumer", error = %Chain(&error), "subscription failed; reconnecting");
                 ctx.stop();
@@ -194,24 +268,44 @@ impl Handler<Drain> for Consumer {
         self.draining = true;
         self.health.start_draining();
         self.start_batch(ctx);
+        let deadline = tokio::time::Instant::now() + msg.timeout;
         let subscription = self.subscription.take();
-        let mut in_flight = self.in_flight.subscribe();
-        let draining = async move {
-            if let Some(subscription) = &subscription
-                && let Err(error) = subscription.cancel().await
-            {
-                tracing::warn!(error = %Chain(&error), "could not cancel the subscription");
+        let cancel_subscription = subscription.clone();
+        // Cancelling counts inside the timeout too: a broker that does not answer must not hold
+        // up the shutdown.
+        let cancelling = async move {
+            if let Some(subscription) = &cancel_subscription {
+                match tokio::time::timeout_at(deadline, subscription.cancel()).await {
+                    Ok(Err(error)) => tracing::warn!(error = %Chain(&error), "could not cancel the subscription"),
+                    Err(_) => tracing::warn!("the broker did not confirm the cancel in time"),
+                    Ok(Ok(())) => {}
+                }
             }
-            let _ = tokio::time::timeout(msg.timeout, in_flight.wait_for(|n| *n == 0)).await;
-            let abandoned = *in_flight.borrow();
-            // Closing returns whatever is still unsettled to the queue, for another replica; the
-            // drain ends only once the connection is closed, so nothing is held after it.
-            if let Some(subscription) = subscription {
-                subscription.close().await;
-            }
-            DrainReport { abandoned }
         };
-        Box::pin(draining.into_actor(self).map(|report, act, _| {
+        let draining = cancelling.into_actor(self).then(move |(), act, _| {
+            // Nothing new arrives now. While a dependency is down nothing gathered or held can
+            // finish: unsettled, they return to the queue when the connection closes, without
+            // spending an attempt.
+            if act.paused.is_some() {
+                let released = act.held.len() + act.gathering.len();
+                act.held.clear();
+                act.gathering.clear();
+                act.in_flight.send_modify(|n| *n -= released);
+            }
+            let mut in_flight = act.in_flight.subscribe();
+            async move {
+                let _ = tokio::time::timeout_at(deadline, in_flight.wait_for(|n| *n == 0)).await;
+                let abandoned = *in_flight.borrow();
+                // Closing returns whatever is still unsettled to the queue, for another replica;
+                // the drain ends only once the connection is closed, so nothing is held after it.
+                if let Some(subscription) = subscription {
+                    subscription.close().await;
+                }
+                DrainReport { abandoned }
+            }
+            .into_actor(act)
+        });
+        Box::pin(draining.map(|report, act, _| {
             act.detach();
             report
         }))

@@ -13,12 +13,20 @@
 //! redelivered message simply walks the chain again: the status cannot go back, the order is not
 //! stored twice, and the event carries the same message id. Only an order that is stored,
 //! `COMPLETED` and whose event the broker confirmed is acked.
+//!
+//! A step that failed because its dependency seemed away is checked with a probe before
+//! anything is settled: if the dependency does not answer, the deliveries it failed are held
+//! (not settled, no attempt spent) and handed back to the consumer, which pauses until the
+//! dependency answers and then runs them again ([`Handled::held`]). If it answers, the failure
+//! was the message's own and is retried later like any other.
 
 use super::RedeliveryPolicy;
 use super::disposition::{Disposition, Outcome, decide};
 use super::events::{DeliverySettled, SettlementFailed};
 use super::stages::{Stage, StageFailure, Stages};
 use super::turns::{Sequencer, Turn};
+use crate::dependency::Dependency;
+use crate::error::Cause;
 use crate::events::{BatchHandled, Event};
 use crate::messaging::{Delivery, InboundMessage, Settle};
 use crate::metrics::ActorMetrics;
@@ -55,6 +63,15 @@ struct InFlight {
     step: Step,
 }
 
+/// What a batch left for the consumer: deliveries held because a dependency is down, to run
+/// again once it answers, and which dependencies were down.
+#[derive(Default)]
+pub struct Handled {
+    pub held: Vec<(Delivery, Instant)>,
+    /// Each dependency that did not answer its probe, with the probe's error.
+    pub down: Vec<(Dependency, Cause)>,
+}
+
 /// How far a delivery got.
 enum Step {
     Decoded(Arc<ValidOrder>),
@@ -65,7 +82,7 @@ enum Step {
 impl DeliveryHandler {
     /// Handles a batch of deliveries, received in this order; `turn` is its place in the order of
     /// persisting.
-    pub async fn handle(self: Arc<Self>, deliveries: Vec<(Delivery, Instant)>, turn: Turn) {
+    pub async fn handle(self: Arc<Self>, deliveries: Vec<(Delivery, Instant)>, turn: Turn) -> Handled {
         let started = Instant::now();
         let count = deliveries.len();
         let _in_flight = self.metrics.in_flight(count);
@@ -74,9 +91,36 @@ impl DeliveryHandler {
         self.persist(&mut batch, turn).await;
         self.mark(&mut batch, OrderStatus::Completed).await;
         self.publish(&mut batch).await;
-        let settled = futures::future::join_all(batch.into_iter().map(|delivery| self.settle(delivery))).await;
+        let down = self.probe_outages(&mut batch).await;
+        let (held, settling): (Vec<_>, Vec<_>) = batch.into_iter().partition(|d| d.outage().is_some());
+        let settled = futures::future::join_all(settling.into_iter().map(|delivery| self.settle(delivery))).await;
         let failures: Vec<_> = settled.into_iter().filter_map(Result::err).map(|kind| (kind, 1)).collect();
         BatchHandled { items: count, started, failures: &failures }.emit(&self.metrics);
+        let held = held.into_iter().map(InFlight::hold).collect();
+        Handled { held, down }
+    }
+
+    /// Probes each dependency a step blamed; returns those that do not answer. The failures of a
+    /// dependency that answers are the messages' own: they stop counting as outages.
+    async fn probe_outages(&self, batch: &mut [InFlight]) -> Vec<(Dependency, Cause)> {
+        let mut suspects: Vec<Dependency> = batch.iter().filter_map(InFlight::outage).collect();
+        suspects.sort_by_key(|d| d.as_str());
+        suspects.dedup();
+        let mut down = Vec::new();
+        for dependency in suspects {
+            if let Err(error) = self.stages.probe(dependency).await {
+                down.push((dependency, error));
+            }
+        }
+        for delivery in batch.iter_mut() {
+            if let Step::Done(Outcome::Failed(failure)) = &mut delivery.step
+                && failure.outage
+                && !down.iter().any(|(dependency, _)| *dependency == failure.stage.dependency())
+            {
+                failure.outage = false;
+            }
+        }
+        down
     }
 
     /// Opens the delivery's trace and decodes its body.
@@ -234,6 +278,19 @@ impl DeliveryHandler {
 }
 
 impl InFlight {
+    /// The dependency that failed this delivery by being away, if that is what happened.
+    fn outage(&self) -> Option<Dependency> {
+        match &self.step {
+            Step::Done(Outcome::Failed(failure)) if failure.outage => Some(failure.stage.dependency()),
+            _ => None,
+        }
+    }
+
+    /// The delivery, unsettled, to run again later.
+    fn hold(self) -> (Delivery, Instant) {
+        (Delivery { message: self.message, settle: self.settle }, self.received)
+    }
+
     fn order(&self) -> Option<&Arc<ValidOrder>> {
         match &self.step {
             Step::Decoded(order) | Step::Stored(order, _) => Some(order),

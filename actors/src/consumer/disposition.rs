@@ -99,7 +99,12 @@ mod tests {
     }
 
     fn failed(transient: bool) -> Outcome {
-        Outcome::Failed(StageFailure { stage: Stage::Persist, transient, cause: crate::error::Cause::text("boom") })
+        Outcome::Failed(StageFailure {
+            stage: Stage::Persist,
+            transient,
+            outage: false,
+            cause: crate::error::Cause::text("boom"),
+        })
     }
 
     fn policy() -> RedeliveryPolicy {

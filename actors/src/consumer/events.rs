@@ -1,7 +1,8 @@
 //! What happens to a delivery, as events that log and count together (see [`crate::events`]).
 
 use super::disposition::{Disposition, Outcome};
-use crate::error::Chain;
+use crate::dependency::Dependency;
+use crate::error::{Cause, Chain};
 use crate::events::Event;
 use crate::messaging::{BrokerError, FailureKind};
 use crate::metrics::{self, ActorMetrics};
@@ -59,5 +60,35 @@ impl Event for SettlementFailed<'_> {
     fn emit(self, metrics: &ActorMetrics) {
         tracing::warn!(error = %Chain(self.error), "could not settle the delivery; the broker will redeliver it");
         metrics.count_dependency_error(self.error.kind());
+    }
+}
+
+/// The consumer stopped starting batches because `dependency` does not answer: the deliveries
+/// it has are held, without spending their attempts, until it answers again.
+pub struct Paused<'a> {
+    pub dependency: Dependency,
+    pub held: usize,
+    pub error: &'a Cause,
+}
+
+impl Event for Paused<'_> {
+    fn emit(self, metrics: &ActorMetrics) {
+        tracing::warn!(dependency = %self.dependency, held = self.held, error = %Chain(self.error), "paused: a dependency does not answer; holding deliveries until it does");
+        metrics.all().count_pause(self.dependency);
+        metrics.all().record_dependency_up(self.dependency, false);
+    }
+}
+
+/// `dependency` answers again: the held deliveries run again and the consumer takes new ones.
+pub struct Resumed {
+    pub dependency: Dependency,
+    pub paused_for: std::time::Duration,
+    pub held: usize,
+}
+
+impl Event for Resumed {
+    fn emit(self, metrics: &ActorMetrics) {
+        tracing::warn!(dependency = %self.dependency, paused_for = ?self.paused_for, held = self.held, "resumed: the dependency answers again");
+        metrics.all().record_dependency_up(self.dependency, true);
     }
 }

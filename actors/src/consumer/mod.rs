@@ -24,5 +24,5 @@ pub use actor::{Consumer, Drain, DrainReport};
 pub use config::{ConsumerConfig, RedeliveryPolicy};
 pub use delivery::DeliveryHandler;
 pub use disposition::{Disposition, Outcome, decide};
-pub use stages::{Stage, StageFailure, Stages};
+pub use stages::{Probes, Stage, StageFailure, Stages};
 pub use turns::{Sequencer, Turn};

@@ -3,6 +3,7 @@
 //! the replies are per order, so an order that fails drops out of the chain alone while its
 //! neighbours go on.
 
+use crate::dependency::{Dependency, Probe};
 use crate::error::Cause;
 use crate::processor::PersistOrders;
 use crate::publisher::PublishEvents;
@@ -11,12 +12,33 @@ use crate::status_writer::SetStatuses;
 use actix::{MailboxError, Recipient};
 use std::fmt;
 
-/// The actors a batch passes through.
+/// The actors a batch passes through, and how to ask each whether its dependency answers.
 #[derive(Clone)]
 pub struct Stages {
     pub status: Recipient<SetStatuses>,
     pub processor: Recipient<PersistOrders>,
     pub publisher: Recipient<PublishEvents>,
+    pub probes: Probes,
+}
+
+/// The [`Probe`] recipient of each actor that owns a dependency.
+#[derive(Clone)]
+pub struct Probes {
+    pub status: Recipient<Probe>,
+    pub processor: Recipient<Probe>,
+    pub publisher: Recipient<Probe>,
+}
+
+impl Stages {
+    /// Whether `dependency` answers now.
+    pub async fn probe(&self, dependency: Dependency) -> Result<(), Cause> {
+        let actor = match dependency {
+            Dependency::Redis => &self.probes.status,
+            Dependency::Database => &self.probes.processor,
+            Dependency::Broker => &self.probes.publisher,
+        };
+        actor.send(Probe).await.unwrap_or_else(|error| Err(Cause::new(error)))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +58,15 @@ impl Stage {
             Self::Publish => "publish",
         }
     }
+
+    /// The dependency the step calls.
+    pub fn dependency(self) -> Dependency {
+        match self {
+            Self::MarkProcessing | Self::MarkCompleted => Dependency::Redis,
+            Self::Persist => Dependency::Database,
+            Self::Publish => Dependency::Broker,
+        }
+    }
 }
 
 impl fmt::Display for Stage {
@@ -50,13 +81,15 @@ impl fmt::Display for Stage {
 pub struct StageFailure {
     pub stage: Stage,
     pub transient: bool,
+    /// The step's dependency seemed away ([`Classify::is_outage`]); a probe tells whether it is.
+    pub outage: bool,
     #[source]
     pub cause: Cause,
 }
 
 impl StageFailure {
     pub fn new<E: Classify + std::error::Error + Clone + Send + Sync + 'static>(stage: Stage, error: &E) -> Self {
-        Self { stage, transient: error.is_transient(), cause: Cause::new(error.clone()) }
+        Self { stage, transient: error.is_transient(), outage: error.is_outage(), cause: Cause::new(error.clone()) }
     }
 
     /// The actor stopped or is restarting: the step may succeed on a later delivery.
@@ -64,6 +97,6 @@ impl StageFailure {
         #[derive(Debug, thiserror::Error)]
         #[error("actor unavailable")]
         struct Unavailable(#[source] MailboxError);
-        Self { stage, transient: true, cause: Cause::new(Unavailable(error)) }
+        Self { stage, transient: true, outage: true, cause: Cause::new(Unavailable(error)) }
     }
 }

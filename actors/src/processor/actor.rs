@@ -1,4 +1,5 @@
 use super::{OrderStore, OrderStoreError, Persisted, ProcessorConfig};
+use crate::dependency::Probe;
 use crate::error::{Cause, Chain};
 use crate::events::{ActorRestarted, BatchHandled, Event};
 use crate::metrics::{Actor as ActorName, ActorMetrics, Metrics};
@@ -121,6 +122,20 @@ impl Handler<PersistOrders> for Processor {
                 let gone = Attempted::Failed(OrderStoreError::Unavailable(Cause::text("the processor restarted")));
                 vec![Err(gone); count]
             })
+        })
+    }
+}
+
+impl Handler<Probe> for Processor {
+    type Result = ResponseFuture<Result<(), Cause>>;
+
+    fn handle(&mut self, _: Probe, _: &mut Self::Context) -> Self::Result {
+        let (store, timeout) = (self.store.clone(), self.retry.timeout);
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, store.probe()).await {
+                Ok(answered) => answered.map_err(Cause::new),
+                Err(_) => Err(Cause::text(format!("no answer within {timeout:?}"))),
+            }
         })
     }
 }

@@ -121,6 +121,10 @@ impl OrderStore for SeaOrmOrderStore {
     async fn persist_batch(&self, orders: &[Arc<ValidOrder>]) -> Result<Vec<Persisted>, OrderStoreError> {
         self.persist_postgres(orders).await.map_err(classify)
     }
+
+    async fn probe(&self) -> Result<(), OrderStoreError> {
+        self.db.execute_unprepared("SELECT 1").await.map(drop).map_err(classify)
+    }
 }
 
 fn array(kind: ArrayType, values: impl Iterator<Item = Value>) -> Value {
@@ -156,31 +160,72 @@ fn text(value: Option<String>) -> Value {
     Value::String(Some(value.unwrap_or_default()))
 }
 
-/// Sorts database errors into those worth retrying and those that will fail the same way again.
-/// PostgreSQL's SQLSTATE classes decide where there is one: 08 (connection), 40 (serialization
-/// failure, deadlock), 53 (insufficient resources), 57 (operator intervention, e.g. shutdown) and
-/// 58 (system error) may pass; anything else the database said about this order will not.
-pub fn classify(error: DbErr) -> OrderStoreError {
-    let sqlx_error = match &error {
-        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => return OrderStoreError::Unavailable(Cause::new(error)),
-        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => e.as_ref(),
-        _ => return OrderStoreError::Rejected(Cause::new(error)),
-    };
-    let transient = match sqlx_error {
-        sqlx::Error::Database(db) => {
-            db.code().is_some_and(|code| ["08", "40", "53", "57", "58"].iter().any(|class| code.starts_with(class)))
-        }
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => true,
-        _ => false,
-    };
-    if transient {
-        OrderStoreError::Unavailable(Cause::new(error))
+/// What a database error says, by its kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// The database cannot be used now.
+    Outage,
+    /// This transaction lost a race; another try may pass.
+    Contended,
+    /// The database refused the order itself.
+    Refused,
+}
+
+/// The verdict of a PostgreSQL SQLSTATE. Outages: class 08 (connection), 53 (insufficient
+/// resources), 57 (operator intervention: shutdown, statement cancelled by timeout), 25006
+/// (read-only transaction, as during a failover), 26000 (prepared statement missing, as after a
+/// pooler switched the server connection). Contended: 40 (serialization failure, deadlock) and 58
+/// (system error). Anything else the database said is about the order.
+fn sqlstate_verdict(code: &str) -> Verdict {
+    let class = code.get(..2).unwrap_or_default();
+    if ["08", "53", "57"].contains(&class) || ["25006", "26000"].contains(&code) {
+        Verdict::Outage
+    } else if ["40", "58"].contains(&class) {
+        Verdict::Contended
     } else {
-        OrderStoreError::Rejected(Cause::new(error))
+        Verdict::Refused
+    }
+}
+
+/// Sorts database errors into outages (the worker pauses), contention (the order is tried again
+/// later) and refusals (the order is dead-lettered).
+pub fn classify(error: DbErr) -> OrderStoreError {
+    let verdict = match &error {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => Verdict::Outage,
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => match e.as_ref() {
+            sqlx::Error::Database(db) => db.code().map_or(Verdict::Refused, |code| sqlstate_verdict(&code)),
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => Verdict::Outage,
+            _ => Verdict::Refused,
+        },
+        _ => Verdict::Refused,
+    };
+    let cause = Cause::new(error);
+    match verdict {
+        Verdict::Outage => OrderStoreError::Unavailable(cause),
+        Verdict::Contended => OrderStoreError::Contended(cause),
+        Verdict::Refused => OrderStoreError::Rejected(cause),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Verdict, sqlstate_verdict};
+
+    #[test]
+    fn sqlstates_tell_outages_from_contention_from_refusals() {
+        for outage in ["08006", "08001", "53300", "57P01", "57014", "25006", "26000"] {
+            assert_eq!(sqlstate_verdict(outage), Verdict::Outage, "{outage}");
+        }
+        for contended in ["40001", "40P01", "58030"] {
+            assert_eq!(sqlstate_verdict(contended), Verdict::Contended, "{contended}");
+        }
+        for refused in ["23505", "23514", "22P02", "22003", "25001", "42P01"] {
+            assert_eq!(sqlstate_verdict(refused), Verdict::Refused, "{refused}");
+        }
     }
 }

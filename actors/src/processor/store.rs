@@ -12,6 +12,10 @@ pub trait OrderStore: Send + Sync + 'static {
     /// stored again; its existing id is returned. Returns one result per order, in order. The
     /// CorrelationIds must be distinct (the processor folds duplicates before calling).
     async fn persist_batch(&self, orders: &[Arc<ValidOrder>]) -> Result<Vec<Persisted>, OrderStoreError>;
+
+    /// Whether the database answers at all (the cheapest round trip), to tell an outage from a
+    /// failure of one order.
+    async fn probe(&self) -> Result<(), OrderStoreError>;
 }
 
 /// The outcome of storing one order.
@@ -24,9 +28,13 @@ pub struct Persisted {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OrderStoreError {
-    /// Connection lost, pool exhausted, serialization failure, deadlock: may pass.
+    /// The database cannot be used now (connection refused or lost, pool exhausted, shutting
+    /// down, read-only during a failover, statement cancelled): an outage, not this order's fault.
     #[error("database unavailable")]
     Unavailable(#[source] Cause),
+    /// The transaction lost a race (serialization failure, deadlock): may pass on another try.
+    #[error("database transaction failed for now")]
+    Contended(#[source] Cause),
     /// The database refused this order (a constraint, a value out of range): will not pass.
     #[error("database rejected the order")]
     Rejected(#[source] Cause),
@@ -34,11 +42,15 @@ pub enum OrderStoreError {
 
 impl Classify for OrderStoreError {
     fn is_transient(&self) -> bool {
+        !matches!(self, Self::Rejected(_))
+    }
+    fn is_outage(&self) -> bool {
         matches!(self, Self::Unavailable(_))
     }
     fn kind(&self) -> &'static str {
         match self {
             Self::Unavailable(_) => "unavailable",
+            Self::Contended(_) => "contended",
             Self::Rejected(_) => "rejected",
         }
     }

@@ -1,4 +1,5 @@
 use super::{OrderProcessed, PublisherConfig};
+use crate::dependency::Probe;
 use crate::error::Cause;
 use crate::events::{ActorRestarted, BatchHandled, DependencyReconnected, Event};
 use crate::messaging::{BrokerError, OutboundBroker, OutboundMessage, Outbox};
@@ -109,6 +110,24 @@ impl Handler<OutboxLost> for Publisher {
             tracing::warn!(actor = "publisher", "channel lost; restarting to open a new one");
             ctx.stop();
         }
+    }
+}
+
+impl Handler<Probe> for Publisher {
+    type Result = ResponseFuture<Result<(), Cause>>;
+
+    /// The broker answers when the publisher has an open channel, or opens one within the publish
+    /// timeout (the supervisor restarts the publisher on a lost channel, and it reconnects).
+    fn handle(&mut self, _: Probe, _: &mut Self::Context) -> Self::Result {
+        let (mut outbox, timeout) = (self.outbox.subscribe(), self.retry.timeout);
+        Box::pin(async move {
+            let open = outbox.wait_for(|outbox| outbox.as_ref().is_some_and(|o| o.is_open()));
+            match tokio::time::timeout(timeout, open).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(_)) => Err(Cause::text("the publisher stopped")),
+                Err(_) => Err(Cause::text(format!("no open broker channel within {timeout:?}"))),
+            }
+        })
     }
 }
 

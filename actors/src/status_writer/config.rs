@@ -1,6 +1,6 @@
 use crate::retry::RetryPolicy;
 use crate::secret::SecretUrl;
-use clap::{Args, value_parser};
+use clap::{Args, ValueEnum, value_parser};
 use serde::Serialize;
 
 /// Configuration of the status writer and its Redis keys.
@@ -20,6 +20,18 @@ pub struct StatusConfig {
     /// Redis status write: timeout per attempt, retries, backoff.
     #[arg(long, env = "ORDER_PROCESS_REDIS_RETRY", default_value = "timeout=2s,retries=3,backoff=50ms..1s")]
     pub redis_retry: RetryPolicy,
+    /// Whether an order waits for its status writes: `required` (a Redis outage pauses the
+    /// worker, so a client never sees an order completed without its status) or `best-effort`
+    /// (orders are stored and announced anyway; the writes Redis missed are counted).
+    #[arg(long, env = "ORDER_PROCESS_STATUS_WRITES", value_enum, default_value_t = StatusWrites::Required)]
+    pub status_writes: StatusWrites,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum StatusWrites {
+    Required,
+    BestEffort,
 }
 
 impl Default for StatusConfig {

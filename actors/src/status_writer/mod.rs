@@ -12,6 +12,6 @@ mod redis;
 mod store;
 
 pub use actor::{SetStatuses, StatusWriter};
-pub use config::StatusConfig;
+pub use config::{StatusConfig, StatusWrites};
 pub use redis::{RedisStatusStore, client as redis_client};
 pub use store::{StatusStore, StatusStoreError};

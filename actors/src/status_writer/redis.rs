@@ -82,4 +82,9 @@ impl StatusStore for RedisStatusStore {
             .map_err(|e| StatusStoreError::Unavailable(Cause::new(e)))?;
         stored.into_iter().map(|s| s.parse().map_err(|_| StatusStoreError::Corrupt(s))).collect()
     }
+
+    async fn probe(&self) -> Result<(), StatusStoreError> {
+        let _: String = self.client.ping(None).await.map_err(|e| StatusStoreError::Unavailable(Cause::new(e)))?;
+        Ok(())
+    }
 }

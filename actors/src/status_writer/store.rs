@@ -10,6 +10,9 @@ pub trait StatusStore: Send + Sync + 'static {
     /// Writes `next` for each order unless [`crate::status::may_replace`] forbids it, atomically
     /// per order and in one round trip for all, and returns the status stored afterwards for each.
     async fn advance(&self, ids: &[CorrelationId], next: OrderStatus) -> Result<Vec<OrderStatus>, StatusStoreError>;
+
+    /// Whether the store answers at all, to tell an outage from a failure of one write.
+    async fn probe(&self) -> Result<(), StatusStoreError>;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -25,6 +28,9 @@ impl Classify for StatusStoreError {
         // A corrupt value is overwritten by the next write that may replace it, so trying
         // again later is right for both.
         true
+    }
+    fn is_outage(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
     }
     fn kind(&self) -> &'static str {
         match self {
