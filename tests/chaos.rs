@@ -366,3 +366,102 @@ async fn sigterm_under_load_drains_exits_zero_and_loses_nothing() {
     );
     env.cleanup().await;
 }
+
+async fn stop_redis() {
+    sh("dir=$(redis-cli -h 127.0.0.1 config get dir | tail -n1) && echo \"$dir\" > /tmp/op-chaos-redis-dir \
+        && redis-cli -h 127.0.0.1 shutdown save || true")
+    .await;
+}
+
+async fn start_redis() {
+    sh("dir=$(cat /tmp/op-chaos-redis-dir) && redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' \
+        --appendonly no --dir \"$dir\" && for i in $(seq 50); do redis-cli -h 127.0.0.1 ping 2>/dev/null | grep -q PONG \
+        && rm -f \"$dir/dump.rdb\" && exit 0; sleep 0.2; done; exit 1")
+    .await;
+}
+
+async fn postgres(action: &str) {
+    let version = std::fs::read_dir("/etc/postgresql").unwrap().next().unwrap().unwrap().file_name();
+    let version = version.to_string_lossy();
+    sh(&format!("pg_ctlcluster --skip-systemctl-redirect {version} main {action} -m fast")).await;
+    if action == "start" {
+        sh("for i in $(seq 100); do pg_isready -q -h 127.0.0.1 && exit 0; sleep 0.2; done; exit 1").await;
+    }
+}
+
+fn metric(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in /metrics"))
+}
+
+#[actix_rt::test]
+#[ignore = "stops the shared Redis and PostgreSQL; scripts/test.sh runs it alone after the rest"]
+async fn outages_many_times_longer_than_the_retry_budget_dead_letter_nothing() {
+    const OUTAGE: Duration = Duration::from_secs(12);
+    let started = Instant::now();
+    let env = Sandbox::for_test().await;
+    // A retry budget of about a second: two attempts, 100 ms apart, no in-process retries.
+    let mut settings = resilient(&env);
+    let worker_settings = &mut settings.worker;
+    worker_settings.consumer.redelivery.max_attempts = 2;
+    worker_settings.consumer.redelivery.retry_delays = "100ms".parse().unwrap();
+    let quick: actors::retry::RetryPolicy = "timeout=500ms,retries=0".parse().unwrap();
+    worker_settings.processor.sql_retry = quick;
+    worker_settings.status.redis_retry = quick;
+    let binary = worker_binary().unwrap();
+    let worker = WorkerProcess::spawn(&binary, &settings, "info", log_path(&env, 1)).unwrap();
+    worker.ready(Duration::from_secs(30)).await.unwrap();
+
+    let load = load(1500);
+    let total = load.messages.len();
+    let sent = Arc::new(AtomicUsize::new(0));
+    let publisher =
+        tokio::spawn(publish_all(env.inbound(), load.messages.clone(), Duration::from_millis(15), sent.clone()));
+    let log = |what: &str| {
+        eprintln!("[chaos] {:>6.1}s {what} ({} of {total} sent)", started.elapsed().as_secs_f64(), sent.load(Ordering::SeqCst))
+    };
+
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    log("stop Redis");
+    stop_redis().await;
+    tokio::time::sleep(OUTAGE).await;
+    let paused = worker.get("/metrics").await.unwrap().1;
+    assert_eq!(metric(&paused, "order_process_dependency_up{dependency=\"redis\"}"), 0.0, "paused on Redis");
+    start_redis().await;
+    log("Redis back");
+
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    log("stop PostgreSQL");
+    postgres("stop").await;
+    tokio::time::sleep(OUTAGE).await;
+    let paused = worker.get("/metrics").await.unwrap().1;
+    assert_eq!(metric(&paused, "order_process_dependency_up{dependency=\"database\"}"), 0.0, "paused on PostgreSQL");
+    postgres("start").await;
+    log("PostgreSQL back");
+
+    publisher.await.unwrap();
+    log("all published");
+    wait_until_all_stored(&env, &load, Duration::from_secs(120)).await;
+    let metrics = worker.get("/metrics").await.unwrap().1;
+    for dependency in ["redis", "database"] {
+        let pauses = metric(&metrics, &format!("order_process_consumer_pauses_total{{dependency=\"{dependency}\"}}"));
+        assert!(pauses >= 1.0, "a pause on {dependency} is counted");
+        let up = metric(&metrics, &format!("order_process_dependency_up{{dependency=\"{dependency}\"}}"));
+        assert_eq!(up, 1.0, "{dependency} is up again");
+    }
+    let (code, _) = worker.terminate().await;
+    assert_eq!(code, Some(0), "the worker never exited, and stops cleanly");
+
+    let seen = observe(&env, &load).await;
+    let checks = check_invariants(&load, &seen);
+    eprintln!(
+        "[chaos] PASS in {:.1}s: Redis and PostgreSQL each down {OUTAGE:?} (about {}x the retry budget) under load; \
+         {} orders once each, nothing valid dead-lettered, {checks} invariant checks passed",
+        started.elapsed().as_secs_f64(),
+        OUTAGE.as_secs(),
+        load.valid.len()
+    );
+    env.cleanup().await;
+}
