@@ -7,12 +7,16 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261124_000001_create_orders;
+mod m20261201_000001_add_content_digest;
 
 pub struct Migrator;
 
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261124_000001_create_orders::Migration)]
+        vec![
+            Box::new(m20261124_000001_create_orders::Migration),
+            Box::new(m20261201_000001_add_content_digest::Migration),
+        ]
     }
 }

@@ -5,6 +5,7 @@
 //! outbound event) can therefore rely on the limits below without checking again.
 
 mod decode;
+mod digest;
 mod number;
 mod wire;
 
@@ -15,6 +16,7 @@ use std::fmt;
 use uuid::Uuid;
 
 pub use decode::{InvalidOrder, MAX_BODY_BYTES, Malformation, Rejected, decode};
+pub use digest::ContentDigest;
 
 /// The id the API edge gave the order; the key of idempotency end to end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
