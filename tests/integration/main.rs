@@ -10,3 +10,4 @@ mod failures;
 mod observability;
 mod pipeline;
 mod scale;
+mod settings_docs;
