@@ -4,6 +4,7 @@
 
 mod asyncapi;
 mod batches;
+mod chart_values;
 mod cli;
 mod dlq;
 mod failures;

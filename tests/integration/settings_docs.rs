@@ -26,10 +26,11 @@ pub(crate) struct Setting {
     pub env: String,
     /// The flag, `--name`.
     pub flag: String,
-    /// The declared default as the parser reads it; `None` when the setting is optional. A
-    /// setting without a default whose help ends with clap's own `[default: ...]` note (computed
-    /// defaults, such as the dead-letter queue's) shows that note here.
+    /// The declared default as the parser reads it; `None` when the setting is optional.
     pub default: Option<String>,
+    /// What an optional setting defaults to when its help ends with a `[default: ...]` note, the
+    /// way clap notes declared defaults (a computed one, such as the dead-letter queue's).
+    pub default_note: Option<String>,
     /// The help text without that note.
     pub help: String,
     /// The declaration itself, for its value parser and possible values.
@@ -71,16 +72,14 @@ fn settings_of(subcommand: &str) -> Vec<Setting> {
                 .to_string_lossy()
                 .into_owned();
             let help = arg.get_help().map(ToString::to_string).unwrap_or_else(|| panic!("{flag} has no `///` doc"));
-            let declared = arg.get_default_values();
-            let (help, default) = match help.trim_end().strip_suffix(']').and_then(|h| h.rsplit_once("[default: ")) {
-                Some((help, note)) if declared.is_empty() => (help.trim_end().to_owned(), Some(note.to_owned())),
-                _ if declared.is_empty() => (help, None),
-                _ => {
-                    let spelled: Vec<_> = declared.iter().map(|d| d.to_string_lossy()).collect();
-                    (help, Some(spelled.join(",")))
-                }
+            let declared: Vec<_> = arg.get_default_values().iter().map(|d| d.to_string_lossy()).collect();
+            let default = (!declared.is_empty()).then(|| declared.join(","));
+            let note = help.trim_end().strip_suffix(']').and_then(|h| h.rsplit_once("[default: "));
+            let (help, default_note) = match note {
+                Some((help, note)) if default.is_none() => (help.trim_end().to_owned(), Some(note.to_owned())),
+                _ => (help, None),
             };
-            Setting { env, flag, default, help, arg: arg.clone() }
+            Setting { env, flag, default, default_note, help, arg: arg.clone() }
         })
         .collect()
 }
@@ -129,7 +128,7 @@ pub(crate) fn render_table(settings: &[Setting]) -> String {
     let cell = |text: &str| text.replace('|', "\\|").replace('\n', " ");
     let mut table = String::from("| environment variable | flag | default | meaning |\n| --- | --- | --- | --- |\n");
     for setting in settings {
-        let default = match setting.default.as_deref() {
+        let default = match setting.default.as_deref().or(setting.default_note.as_deref()) {
             Some("") => "(empty)".to_owned(),
             Some(default) => format!("`{default}`"),
             None => "(unset)".to_owned(),
