@@ -10,7 +10,7 @@
 //!   spelled the same way, and a value the binary accepts (except [`SET_BY_THE_CHART`] and
 //!   [`CHART_DEFAULTS`], each with its reason);
 //! - every key is a setting: a misspelt or stale key fails here;
-//! - `values.schema.json` has every key, with the binary's type, its values (enumerations) and
+//! - `values.schema.json` has every key and no other, with the binary's type, its values (enumerations) and
 //!   its bounds (integers: the schema's minimum and maximum are exactly where the binary starts
 //!   refusing).
 //!
@@ -284,7 +284,14 @@ fn the_schema_types_and_bounds_every_value_as_the_binary_does() {
     assert_eq!(config["additionalProperties"], Json::Bool(false), "the schema must refuse unknown config keys");
     let settings = run_settings();
     let mut problems = Vec::new();
-    for (key, value) in config_values() {
+    let values = config_values();
+    // A key only the schema knows would let a values file set a variable no test has seen.
+    for key in config["properties"].as_object().expect("config has properties").keys() {
+        if !values.iter().any(|(k, _)| k == key) {
+            problems.push(format!("values.schema.json has config.{key}, which values.yaml lacks"));
+        }
+    }
+    for (key, value) in values {
         let Some(entry) = config["properties"].get(&key) else {
             problems.push(format!("values.schema.json has no config.{key}"));
             continue;
