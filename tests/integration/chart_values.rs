@@ -10,9 +10,9 @@
 //!   spelled the same way, and a value the binary accepts (except [`SET_BY_THE_CHART`] and
 //!   [`CHART_DEFAULTS`], each with its reason);
 //! - every key is a setting: a misspelt or stale key fails here;
-//! - `values.schema.json` has every key and no other, with the binary's type, its values (enumerations) and
-//!   its bounds (integers: the schema's minimum and maximum are exactly where the binary starts
-//!   refusing).
+//! - `values.schema.json` has every key and no other, with the binary's type, its values
+//!   (enumerations) and its bounds (integers: the schema's minimum and maximum are exactly where
+//!   the binary starts refusing).
 //!
 //! That the rendered variables are the ones the binary reads (Sprig's `snakecase` included) is
 //! checked by `scripts/check-deploy.sh` on the rendered chart, which needs helm.
