@@ -36,8 +36,8 @@ use tracing_subscriber::util::SubscriberInitExt;
 /// How log lines are written; the levels come from `RUST_LOG`.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args, serde::Serialize)]
 pub struct LogConfig {
-    /// Log format: one JSON object a line, human-readable, or pretty on a terminal and JSON
-    /// otherwise. Levels come from RUST_LOG (default: info).
+    /// How log lines are written. Their levels come from RUST_LOG (when unset: info, with sqlx
+    /// at warn, for `run` and `migrate`; error for `dlq`).
     #[arg(long, env = "ORDER_PROCESS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
     pub log_format: LogFormat,
 }
@@ -45,7 +45,9 @@ pub struct LogConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
+    /// One JSON object a line, for log pipelines.
     Json,
+    /// Human-readable.
     Pretty,
     /// Pretty on a terminal, JSON otherwise.
     Auto,

@@ -4,9 +4,11 @@
 
 mod asyncapi;
 mod batches;
+mod chart_values;
 mod cli;
 mod dlq;
 mod failures;
 mod observability;
 mod pipeline;
 mod scale;
+mod settings_docs;

@@ -9,7 +9,7 @@ pub struct AmqpConfig {
     /// AMQP 0-9-1 broker URL (`amqps://` for TLS).
     #[arg(long, env = "AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
     pub amqp_url: SecretUrl,
-    /// Dead-letter queue (default: `<inbound-queue>.dlq`).
+    /// Queue the poison messages are moved to, each with its reason [default: <inbound-queue>.dlq].
     #[arg(long, env = "ORDER_PROCESS_DEAD_LETTER_QUEUE", value_parser = parse_queue_name)]
     pub dead_letter_queue: Option<String>,
     /// Type of the queues this service declares. Existing queues keep the type they were
@@ -43,6 +43,6 @@ impl AmqpConfig {
 #[serde(rename_all = "lowercase")]
 pub enum QueueType {
     Classic,
-    /// Replicated (for a RabbitMQ cluster).
+    /// Replicated, for a RabbitMQ cluster.
     Quorum,
 }

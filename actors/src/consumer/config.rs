@@ -6,7 +6,7 @@ use std::time::Duration;
 /// Configuration of the consumer.
 #[derive(Debug, Clone, PartialEq, Eq, Args, Serialize)]
 pub struct ConsumerConfig {
-    /// Deliveries in flight at once (AMQP prefetch). Bounds the memory a backlog can take.
+    /// Deliveries in flight at once (AMQP prefetch), which bounds the memory a backlog can take.
     #[arg(long, env = "ORDER_PROCESS_PREFETCH", default_value_t = 512, value_parser = value_parser!(u16).range(1..))]
     pub prefetch: u16,
     /// Most deliveries processed together (one status write, one transaction, one round of

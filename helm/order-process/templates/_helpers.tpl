@@ -81,6 +81,15 @@ the user created beforehand) or a hook Secret of its own (templates/migration-jo
 {{- end }}
 {{- end }}
 
+{{/*
+A value of .Values.config written the way the binary reads it. YAML numbers reach the templates
+as float64, which print with an exponent from 1e+06 on: whole numbers are printed as integers.
+Booleans print as true/false, strings as they are.
+*/}}
+{{- define "order-process.envValue" -}}
+{{- if and (kindIs "float64" .) (eq (float64 (int64 .)) .) }}{{ int64 . }}{{ else }}{{ toString . }}{{ end }}
+{{- end }}
+
 {{/* Seconds -> the duration syntax of the binary ("20s"). */}}
 {{- define "order-process.drainTimeout" -}}
 {{- printf "%ds" (int64 .Values.config.drainTimeoutSeconds) }}
