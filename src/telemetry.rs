@@ -312,9 +312,9 @@ mod tests {
         let lines = lines(&captured);
         let about = |id: &str| lines.iter().filter(|l| l["correlation_id"] == id).cloned().collect::<Vec<_>>();
         let processed = about(&valid);
-        let line = processed.iter().find(|l| l["message"] == "order processed").expect("the processed line");
+        let line = processed.iter().find(|l| l["message"] == "delivery settled").expect("the processed line");
         assert_eq!(line["order_id"], 1, "the order id once known");
-        assert_eq!(line["level"], "DEBUG");
+        assert_eq!((line["level"].as_str(), line["outcome"].as_str()), (Some("INFO"), Some("stored")));
         let rejected = about(&invalid);
         let line = rejected.iter().find(|l| l["message"] == "message dead-lettered").expect("the dead-letter line");
         assert_eq!(line["reason"], "invalid");

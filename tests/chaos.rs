@@ -411,7 +411,7 @@ async fn outages_many_times_longer_than_the_retry_budget_dead_letter_nothing() {
     worker_settings.processor.sql_retry = quick;
     worker_settings.status.redis_retry = quick;
     let binary = worker_binary().unwrap();
-    let worker = WorkerProcess::spawn(&binary, &settings, "info", log_path(&env, 1)).unwrap();
+    let worker = WorkerProcess::spawn(&binary, &settings, Some("info"), log_path(&env, 1)).unwrap();
     worker.ready(Duration::from_secs(30)).await.unwrap();
 
     let load = load(1500);
@@ -420,7 +420,11 @@ async fn outages_many_times_longer_than_the_retry_budget_dead_letter_nothing() {
     let publisher =
         tokio::spawn(publish_all(env.inbound(), load.messages.clone(), Duration::from_millis(15), sent.clone()));
     let log = |what: &str| {
-        eprintln!("[chaos] {:>6.1}s {what} ({} of {total} sent)", started.elapsed().as_secs_f64(), sent.load(Ordering::SeqCst))
+        eprintln!(
+            "[chaos] {:>6.1}s {what} ({} of {total} sent)",
+            started.elapsed().as_secs_f64(),
+            sent.load(Ordering::SeqCst)
+        )
     };
 
     tokio::time::sleep(Duration::from_secs(3)).await;

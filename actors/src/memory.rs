@@ -8,7 +8,7 @@ use crate::messaging::{
     BrokerError, Delivery, FailureRecord, InboundBroker, InboundMessage, OutboundBroker, OutboundMessage, Outbox,
     Settle, Subscription, SubscriptionControl, headers,
 };
-use crate::order::{CorrelationId, OrderId, ValidOrder};
+use crate::order::{ContentDigest, CorrelationId, OrderId, ValidOrder};
 use crate::processor::{OrderStore, OrderStoreError, Persisted};
 use crate::status::{OrderStatus, may_replace};
 use crate::status_writer::{StatusStore, StatusStoreError};
@@ -306,10 +306,13 @@ impl OrderStore for MemoryOrderStore {
         Ok(batch
             .iter()
             .map(|order| match orders.iter().position(|o| o.correlation_id == order.correlation_id) {
-                Some(index) => Persisted { order_id: OrderId(index as i64 + 1), created: false },
+                Some(index) => {
+                    let stored = ContentDigest::of(&orders[index]);
+                    Persisted::existing(OrderId(index as i64 + 1), stored.differences(&ContentDigest::of(order)))
+                }
                 None => {
                     orders.push(order.as_ref().clone());
-                    Persisted { order_id: OrderId(orders.len() as i64), created: true }
+                    Persisted::created(OrderId(orders.len() as i64))
                 }
             })
             .collect())

@@ -124,10 +124,12 @@ pub enum DeadLetterReason {
     PermanentFailure,
     /// It failed `max_attempts` times for passing reasons.
     RetriesExhausted,
+    /// Its CorrelationId names another order already stored (a publisher reused it).
+    Conflict,
 }
 
 impl DeadLetterReason {
-    pub const ALL: [Self; 3] = [Self::Invalid, Self::PermanentFailure, Self::RetriesExhausted];
+    pub const ALL: [Self; 4] = [Self::Invalid, Self::PermanentFailure, Self::RetriesExhausted, Self::Conflict];
 
     /// As written in the `x-order-process-reason` header and the `reason` metric label.
     pub fn as_str(self) -> &'static str {
@@ -135,6 +137,7 @@ impl DeadLetterReason {
             Self::Invalid => "invalid",
             Self::PermanentFailure => "permanent-failure",
             Self::RetriesExhausted => "retries-exhausted",
+            Self::Conflict => "conflict",
         }
     }
 }

@@ -17,9 +17,7 @@ impl MigrationTrait for Migration {
             return Ok(());
         }
         manager
-            .alter_table(
-                Table::alter().table(Orders::Table).add_column(binary_null(Orders::ContentDigest)).to_owned(),
-            )
+            .alter_table(Table::alter().table(Orders::Table).add_column(binary_null(Orders::ContentDigest)).to_owned())
             .await
     }
 

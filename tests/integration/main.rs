@@ -6,6 +6,7 @@ mod asyncapi;
 mod batches;
 mod chart_values;
 mod cli;
+mod conflicts;
 mod dlq;
 mod failures;
 mod observability;

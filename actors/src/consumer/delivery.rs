@@ -28,7 +28,7 @@ use super::turns::{Sequencer, Turn};
 use crate::dependency::Dependency;
 use crate::error::Cause;
 use crate::events::{BatchHandled, Event};
-use crate::messaging::{Delivery, InboundMessage, Settle};
+use crate::messaging::{DeadLetterReason, Delivery, InboundMessage, Settle};
 use crate::metrics::ActorMetrics;
 use crate::order::{self, CorrelationId, ValidOrder};
 use crate::processor::{PersistOrders, Persisted};
@@ -191,6 +191,10 @@ impl DeliveryHandler {
         };
         for ((delivery, order), result) in persisting.into_iter().zip(orders).zip(results) {
             delivery.step = match result {
+                // Another order under this CorrelationId: not this one; nothing more is done for it.
+                Ok(persisted) if !persisted.conflict.is_empty() => {
+                    Step::Done(Outcome::Conflict { stored: persisted.order_id, fields: persisted.conflict })
+                }
                 Ok(persisted) => {
                     delivery.trace.stored(persisted.order_id);
                     Step::Stored(order, persisted)
@@ -221,10 +225,10 @@ impl DeliveryHandler {
             .collect();
         let results = self.stages.publisher.send(PublishEvents { events }).await;
         for (i, delivery) in publishing.iter_mut().enumerate() {
-            let Step::Stored(_, persisted) = delivery.step else { continue };
+            let Step::Stored(_, persisted) = &delivery.step else { continue };
             let outcome = match &results {
                 Ok(results) => match &results[i] {
-                    Ok(()) => Outcome::Processed(persisted),
+                    Ok(()) => Outcome::Processed(persisted.clone()),
                     Err(error) => Outcome::Failed(StageFailure::new(Stage::Publish, error)),
                 },
                 Err(error) => Outcome::Failed(StageFailure::unavailable(Stage::Publish, *error)),
@@ -244,14 +248,23 @@ impl DeliveryHandler {
                 Disposition::Ack => delivery.settle.ack().await,
                 Disposition::RetryLater { delay, failure } => delivery.settle.retry_later(*delay, failure).await,
                 Disposition::DeadLetter(failure) => {
-                    self.mark_failed(delivery.claimed.as_deref()).await;
+                    // A conflict's CorrelationId belongs to the order already stored: its status
+                    // is that order's, not this message's.
+                    if failure.dead_letter_reason != Some(DeadLetterReason::Conflict) {
+                        self.mark_failed(delivery.claimed.as_deref()).await;
+                    }
                     delivery.settle.dead_letter(failure).await
                 }
             };
             match settled {
                 Ok(()) => {
-                    DeliverySettled { outcome: &outcome, disposition: &disposition, received: delivery.received }
-                        .emit(&self.metrics);
+                    DeliverySettled {
+                        outcome: &outcome,
+                        disposition: &disposition,
+                        earlier_attempts: delivery.message.attempts(),
+                        received: delivery.received,
+                    }
+                    .emit(&self.metrics);
                     Ok(())
                 }
                 Err(error) => {

@@ -5,7 +5,7 @@ use super::RedeliveryPolicy;
 use super::stages::StageFailure;
 use crate::error::Chain;
 use crate::messaging::{DeadLetterReason, FailureKind, FailureRecord, InboundMessage};
-use crate::order::Rejected;
+use crate::order::{OrderId, Rejected};
 use crate::processor::Persisted;
 use chrono::{DateTime, Utc};
 use std::time::Duration;
@@ -17,6 +17,8 @@ pub enum Outcome {
     Processed(Persisted),
     /// Not an order: never processable.
     Invalid(Rejected),
+    /// Its CorrelationId names another order, already stored as `stored`: these fields differ.
+    Conflict { stored: OrderId, fields: Vec<&'static str> },
     /// A step failed after its in-process retries.
     Failed(StageFailure),
 }
@@ -59,6 +61,11 @@ pub fn decide(
             Some(DeadLetterReason::Invalid),
             rejected.reason.to_string(),
         )),
+        Outcome::Conflict { stored, fields } => Disposition::DeadLetter(record(
+            FailureKind::Invalid,
+            Some(DeadLetterReason::Conflict),
+            format!("another order with this correlationId is stored (order {stored}); {} differ", fields.join(", ")),
+        )),
         Outcome::Failed(failure) if !failure.transient => Disposition::DeadLetter(record(
             FailureKind::Permanent,
             Some(DeadLetterReason::PermanentFailure),
@@ -83,7 +90,7 @@ mod tests {
     use super::*;
     use crate::consumer::Stage;
     use crate::messaging::headers;
-    use crate::order::{InvalidOrder, OrderId};
+    use crate::order::InvalidOrder;
 
     fn now() -> DateTime<Utc> {
         "2026-11-24T10:00:00Z".parse().unwrap()
@@ -116,7 +123,7 @@ mod tests {
 
     #[test]
     fn only_a_processed_delivery_is_acked() {
-        let processed = Outcome::Processed(Persisted { order_id: OrderId(1), created: false });
+        let processed = Outcome::Processed(Persisted::existing(OrderId(1), Vec::new()));
         assert_eq!(decide(&processed, &InboundMessage::default(), &policy(), now()), Disposition::Ack);
         for outcome in [failed(true), failed(false)] {
             assert_ne!(decide(&outcome, &InboundMessage::default(), &policy(), now()), Disposition::Ack);
@@ -135,6 +142,16 @@ mod tests {
         assert_eq!((record.kind, record.dead_letter_reason), (FailureKind::Invalid, Some(DeadLetterReason::Invalid)));
         assert_eq!(record.error, "currency must be three upper-case letters");
         assert_eq!((record.attempts, record.first_failure), (1, now()));
+    }
+
+    #[test]
+    fn a_conflict_is_dead_lettered_naming_the_fields_that_differ() {
+        let conflict = Outcome::Conflict { stored: OrderId(7), fields: vec!["customerId", "items"] };
+        let Disposition::DeadLetter(record) = decide(&conflict, &InboundMessage::default(), &policy(), now()) else {
+            panic!("must be dead-lettered")
+        };
+        assert_eq!((record.kind, record.dead_letter_reason), (FailureKind::Invalid, Some(DeadLetterReason::Conflict)));
+        assert_eq!(record.error, "another order with this correlationId is stored (order 7); customerId, items differ");
     }
 
     #[test]

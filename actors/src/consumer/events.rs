@@ -11,34 +11,44 @@ use std::time::Instant;
 
 /// The broker took a delivery's settlement: acked, handed back for a later retry, or moved to
 /// the dead-letter queue. Emitted once the broker confirmed it, so a dead letter is logged and
-/// counted only once it really is in the dead-letter queue.
+/// counted only once it really is in the dead-letter queue. Every settled delivery leaves exactly
+/// one log line, at info or above, in the delivery's span (so with its `correlation_id` and,
+/// once stored, its `order_id`): the outcome, the attempts including this one, and the time from
+/// delivery to settlement. Searching the logs for a correlation id always finds its order.
 pub struct DeliverySettled<'a> {
     pub outcome: &'a Outcome,
     pub disposition: &'a Disposition,
+    /// Failed attempts recorded on the message before this delivery.
+    pub earlier_attempts: u32,
     pub received: Instant,
 }
 
 impl Event for DeliverySettled<'_> {
     fn emit(self, metrics: &ActorMetrics) {
         let all = metrics.all();
+        let took_ms = self.received.elapsed().as_secs_f64() * 1000.0;
         let counted = match self.disposition {
             Disposition::Ack => {
                 let created = matches!(self.outcome, Outcome::Processed(p) if p.created);
-                tracing::debug!(created, "order processed");
+                let outcome = if created { metrics::Outcome::Processed } else { metrics::Outcome::Duplicate };
+                let attempts = self.earlier_attempts + 1;
+                let logged = if created { "stored" } else { "duplicate" };
+                tracing::info!(outcome = logged, attempts, took_ms, "delivery settled");
                 all.record_processing_time(self.received);
-                if created { metrics::Outcome::Processed } else { metrics::Outcome::Duplicate }
+                outcome
             }
             Disposition::RetryLater { delay, failure } => {
-                tracing::warn!(attempts = failure.attempts, retry_in = ?delay, error = %failure.error, "processing failed; retrying later");
+                tracing::warn!(outcome = "retried", attempts = failure.attempts, took_ms, retry_in = ?delay, error = %failure.error, "processing failed; retrying later");
                 metrics::Outcome::Retried
             }
             Disposition::DeadLetter(failure) => {
                 let reason = failure.dead_letter_reason.map_or("unknown", |r| r.as_str());
+                let attempts = failure.attempts;
                 // An invalid message is its sender's mistake; anything else is this service's.
                 if failure.kind == FailureKind::Invalid {
-                    tracing::warn!(reason, attempts = failure.attempts, error = %failure.error, "message dead-lettered");
+                    tracing::warn!(outcome = "dead-lettered", reason, attempts, took_ms, error = %failure.error, "message dead-lettered");
                 } else {
-                    tracing::error!(reason, attempts = failure.attempts, error = %failure.error, "message dead-lettered");
+                    tracing::error!(outcome = "dead-lettered", reason, attempts, took_ms, error = %failure.error, "message dead-lettered");
                 }
                 if let Some(reason) = failure.dead_letter_reason {
                     all.count_dead_letter(reason);

@@ -102,7 +102,8 @@ mod tests {
         assert_eq!(first.differences(&lines), ["items"]);
         let both = ContentDigest::of(&order(|b| {
             b["customerId"] = json!("C-2");
-            b["items"] = json!([{"sku": "A", "quantity": 2, "unitPrice": 19.99}, {"sku": "B", "quantity": 1, "unitPrice": 1}]);
+            b["items"] =
+                json!([{"sku": "A", "quantity": 2, "unitPrice": 19.99}, {"sku": "B", "quantity": 1, "unitPrice": 1}]);
         }));
         assert_eq!(first.differences(&both), ["customerId", "items"]);
         assert_eq!(ContentDigest::from_bytes(&[0; 5]), None);

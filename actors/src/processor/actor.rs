@@ -3,7 +3,7 @@ use crate::dependency::Probe;
 use crate::error::{Cause, Chain};
 use crate::events::{ActorRestarted, BatchHandled, Event};
 use crate::metrics::{Actor as ActorName, ActorMetrics, Metrics};
-use crate::order::{CorrelationId, ValidOrder};
+use crate::order::{ContentDigest, CorrelationId, ValidOrder};
 use crate::retry::{Attempted, Classify, RetryPolicy};
 use actix::prelude::*;
 use std::collections::{HashMap, VecDeque};
@@ -179,10 +179,17 @@ async fn persist(
             one_by_one
         }
     };
-    positions
-        .into_iter()
-        .map(|(index, repeated)| match &stored[index] {
-            Ok(p) if repeated => Ok(Persisted { created: false, ..*p }),
+    orders
+        .iter()
+        .zip(positions)
+        .map(|(order, (index, repeated))| match &stored[index] {
+            Ok(p) if repeated => {
+                // The same CorrelationId twice in one batch: the first was stored (or found); this
+                // one is a duplicate of it, or another order under its id.
+                let first = ContentDigest::of(&unique[index]);
+                let conflict = first.differences(&ContentDigest::of(order));
+                Ok(Persisted::existing(p.order_id, if p.conflict.is_empty() { conflict } else { p.conflict.clone() }))
+            }
             other => other.clone(),
         })
         .collect()

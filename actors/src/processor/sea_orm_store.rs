@@ -1,6 +1,6 @@
 use super::{DatabaseConfig, OrderStore, OrderStoreError, Persisted};
 use crate::error::Cause;
-use crate::order::{OrderId, ValidOrder};
+use crate::order::{ContentDigest, OrderId, ValidOrder};
 use async_trait::async_trait;
 use sea_orm::sea_query::{ArrayType, Value};
 use sea_orm::sqlx;
@@ -48,12 +48,13 @@ pub struct SeaOrmOrderStore {
 /// value for them): the SeaORM/sqlx array binding cannot carry NULL elements.
 const INSERT_BATCH: &str = r"
 WITH input AS (
-    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::numeric[], $5::text[], $6::text[], $7::text[])
-        WITH ORDINALITY AS t(correlation_id, customer_id, currency, total, identity_subject, identity_claims, accepted_at, ord)
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::numeric[], $5::text[], $6::text[], $7::text[], $13::bytea[])
+        WITH ORDINALITY AS t(correlation_id, customer_id, currency, total, identity_subject, identity_claims, accepted_at, content_digest, ord)
 ), inserted AS (
-    INSERT INTO orders (correlation_id, customer_id, currency, total, identity_subject, identity_claims, accepted_at)
+    INSERT INTO orders (correlation_id, customer_id, currency, total, identity_subject, identity_claims, accepted_at, content_digest)
     SELECT correlation_id, customer_id, currency, total,
-           NULLIF(identity_subject, ''), NULLIF(identity_claims, '')::jsonb, NULLIF(accepted_at, '')::timestamptz
+           NULLIF(identity_subject, ''), NULLIF(identity_claims, '')::jsonb, NULLIF(accepted_at, '')::timestamptz,
+           content_digest
     FROM input ORDER BY ord
     ON CONFLICT (correlation_id) DO NOTHING
     RETURNING order_id, correlation_id
@@ -71,7 +72,7 @@ ORDER BY input.ord";
 
 /// Orders that existed already, read in a new statement: one committed by another replica while
 /// the batch statement ran is not in that statement's snapshot.
-const EXISTING: &str = "SELECT correlation_id, order_id FROM orders WHERE correlation_id = ANY($1)";
+const EXISTING: &str = "SELECT correlation_id, order_id, content_digest FROM orders WHERE correlation_id = ANY($1)";
 
 impl SeaOrmOrderStore {
     pub fn new(db: DatabaseConnection) -> Self {
@@ -97,17 +98,25 @@ impl SeaOrmOrderStore {
                 ))
                 .await?;
             for row in found {
-                existing.insert(row.try_get_by_index::<Uuid>(0)?, row.try_get_by_index::<i64>(1)?);
+                let digest = row.try_get_by_index::<Option<Vec<u8>>>(2)?;
+                existing.insert(row.try_get_by_index::<Uuid>(0)?, (row.try_get_by_index::<i64>(1)?, digest));
             }
         }
         orders
             .iter()
             .zip(ids.iter_mut())
             .map(|(order, inserted)| match inserted {
-                Some(id) => Ok(Persisted { order_id: OrderId(*id), created: true }),
+                Some(id) => Ok(Persisted::created(OrderId(*id))),
                 None => existing
                     .get(&order.correlation_id.as_uuid())
-                    .map(|id| Persisted { order_id: OrderId(*id), created: false })
+                    .map(|(id, stored)| {
+                        // A row stored before digests existed has none: a duplicate, as it was.
+                        let conflict = stored
+                            .as_deref()
+                            .and_then(ContentDigest::from_bytes)
+                            .map_or_else(Vec::new, |stored| stored.differences(&ContentDigest::of(order)));
+                        Persisted::existing(OrderId(*id), conflict)
+                    })
                     .ok_or_else(|| {
                         DbErr::RecordNotFound(format!("order {} neither inserted nor found", order.correlation_id))
                     }),
@@ -131,8 +140,8 @@ fn array(kind: ArrayType, values: impl Iterator<Item = Value>) -> Value {
     Value::Array(kind, Some(Box::new(values.collect())))
 }
 
-/// The twelve array parameters of [`INSERT_BATCH`]: a column per order field, then a column per
-/// line field with the ordinal of the line's order.
+/// The thirteen array parameters of [`INSERT_BATCH`]: a column per order field, then a column per
+/// line field with the ordinal of the line's order, then the orders' digests.
 fn batch_values(orders: &[Arc<ValidOrder>]) -> Vec<Value> {
     let column = |kind, value: &dyn Fn(&ValidOrder) -> Value| array(kind, orders.iter().map(|o| value(o)));
     let lines =
@@ -152,6 +161,7 @@ fn batch_values(orders: &[Arc<ValidOrder>]) -> Vec<Value> {
         array(ArrayType::String, lines().map(|(_, _, l)| Value::String(Some(l.sku.clone())))),
         array(ArrayType::Int, lines().map(|(_, _, l)| Value::Int(Some(l.quantity as i32)))),
         array(ArrayType::Decimal, lines().map(|(_, _, l)| Value::Decimal(Some(l.unit_price)))),
+        column(ArrayType::Bytes, &|o| Value::Bytes(Some(ContentDigest::of(o).to_bytes()))),
     ]
 }
 

@@ -8,8 +8,9 @@ use std::sync::Arc;
 #[async_trait]
 pub trait OrderStore: Send + Sync + 'static {
     /// Stores the orders and their lines in one transaction, all or none, in the given order (so
-    /// the database's order ids follow it). An order whose CorrelationId exists already is not
-    /// stored again; its existing id is returned. Returns one result per order, in order. The
+    /// the database's order ids follow it), each with its [`crate::order::ContentDigest`]. An
+    /// order whose CorrelationId exists already is not stored again; its existing id is
+    /// returned, with the fields that differ when the stored digest is another one. Returns one result per order, in order. The
     /// CorrelationIds must be distinct (the processor folds duplicates before calling).
     async fn persist_batch(&self, orders: &[Arc<ValidOrder>]) -> Result<Vec<Persisted>, OrderStoreError>;
 
@@ -19,11 +20,27 @@ pub trait OrderStore: Send + Sync + 'static {
 }
 
 /// The outcome of storing one order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Persisted {
     pub order_id: OrderId,
-    /// False when the order already existed: this message was a redelivery or a duplicate.
+    /// False when the order already existed: this message was a redelivery or a duplicate, or a
+    /// conflict.
     pub created: bool,
+    /// Not empty when the CorrelationId names another order already stored (its digest differs):
+    /// the fields that differ ([`crate::order::ContentDigest::FIELDS`]). The stored order is left
+    /// as it is. Orders stored before digests existed never conflict.
+    pub conflict: Vec<&'static str>,
+}
+
+impl Persisted {
+    pub fn created(order_id: OrderId) -> Self {
+        Self { order_id, created: true, conflict: Vec::new() }
+    }
+
+    /// The order existed: a duplicate when `conflict` is empty.
+    pub fn existing(order_id: OrderId, conflict: Vec<&'static str>) -> Self {
+        Self { order_id, created: false, conflict }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -55,6 +55,10 @@ pub struct BenchArgs {
     /// Write the results as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// RUST_LOG of the worker under test; by default it logs at its own default level (one line
+    /// per settled delivery), as in production.
+    #[arg(long, value_name = "FILTER")]
+    pub worker_rust_log: Option<String>,
     /// The worker's settings (its batch size and prefetch also size the ceilings). Where the
     /// services are comes from them; the database, queues and keys are the bench's own.
     #[command(flatten)]
@@ -118,7 +122,7 @@ impl Bench {
         settings.worker.consumer.prefetch = prefetch;
         let log =
             std::env::temp_dir().join(format!("order-process-bench-{}-{batch_size}-{prefetch}.log", self.sandbox.id));
-        WorkerProcess::spawn(&worker_binary()?, &settings, "warn", log)
+        WorkerProcess::spawn(&worker_binary()?, &settings, self.args.worker_rust_log.as_deref(), log)
     }
 
     async fn start_worker(&self, batch_size: u16, prefetch: u16) -> anyhow::Result<WorkerProcess> {

@@ -41,19 +41,23 @@ pub fn worker_binary() -> anyhow::Result<PathBuf> {
 
 impl WorkerProcess {
     /// Starts `binary` with `settings` (its HTTP endpoint on a free loopback port), logging JSON
-    /// lines at `rust_log` to `log`.
-    pub fn spawn(binary: &Path, settings: &Settings, rust_log: &str, log: PathBuf) -> anyhow::Result<Self> {
+    /// lines to `log`, filtered by `rust_log` (`RUST_LOG`; `None`: the worker's default level).
+    pub fn spawn(binary: &Path, settings: &Settings, rust_log: Option<&str>, log: PathBuf) -> anyhow::Result<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let mut settings = settings.clone();
         settings.http.http_addr = ([127, 0, 0, 1], port).into();
         settings.log.log_format = order_process::telemetry::LogFormat::Json;
         let file = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-        let child = Command::new(binary)
+        let mut command = Command::new(binary);
+        command
             .arg("run")
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .envs(settings_env(&settings))
-            .env("RUST_LOG", rust_log)
+            .envs(settings_env(&settings));
+        if let Some(filter) = rust_log {
+            command.env("RUST_LOG", filter);
+        }
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::from(file))
             .kill_on_drop(true)
@@ -144,7 +148,7 @@ impl WorkerProcess {
     /// to `target/chaos/{id}-worker-{number}.log`.
     pub fn start(sandbox: &Sandbox, number: usize) -> Self {
         let binary = worker_binary().expect("the order-process binary is built");
-        Self::spawn(&binary, &resilient(sandbox), "info", log_path(sandbox, number)).expect("the worker starts")
+        Self::spawn(&binary, &resilient(sandbox), Some("info"), log_path(sandbox, number)).expect("the worker starts")
     }
 }
 
