@@ -68,6 +68,51 @@ pub mod duration_text {
     }
 }
 
+/// A number of bytes, written `512KiB`, `32MiB`, `1GiB` or as a bare number; greater than zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(into = "String")]
+pub struct ByteSize(pub u64);
+
+impl FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let n: u64 =
+            number.parse().map_err(|_| format!("expected a size such as 512KiB, 32MiB or 1GiB, got {text:?}"))?;
+        let scale = match unit.trim() {
+            "" | "B" => 1,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            _ => return Err(format!("unknown unit in {text:?} (use KiB, MiB or GiB)")),
+        };
+        match n.checked_mul(scale) {
+            Some(0) => Err("must be greater than zero".into()),
+            Some(bytes) => Ok(Self(bytes)),
+            None => Err(format!("{text} is too large")),
+        }
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0;
+        match [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")].into_iter().find(|(s, _)| n.is_multiple_of(*s)) {
+            Some((scale, unit)) => write!(f, "{}{unit}", n / scale),
+            None => write!(f, "{n}"),
+        }
+    }
+}
+
+impl From<ByteSize> for String {
+    fn from(size: ByteSize) -> Self {
+        size.to_string()
+    }
+}
+
 /// A comma-separated list of durations, each greater than zero: `1s,4s,16s,1m`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(into = "String")]
@@ -154,6 +199,16 @@ mod tests {
             assert_eq!(format_duration(parse_duration(text).unwrap()), text);
         }
         assert!(parse_positive_duration("0s").is_err());
+    }
+
+    #[test]
+    fn byte_sizes_parse_and_print_alike() {
+        for text in ["1", "512KiB", "32MiB", "2GiB", "1536KiB"] {
+            assert_eq!(text.parse::<ByteSize>().unwrap().to_string(), text);
+        }
+        assert_eq!("32MiB".parse::<ByteSize>(), Ok(ByteSize(32 << 20)));
+        assert!("0MiB".parse::<ByteSize>().unwrap_err().contains("greater than zero"));
+        assert!("1TB".parse::<ByteSize>().unwrap_err().contains("unknown unit"));
     }
 
     #[test]

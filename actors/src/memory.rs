@@ -106,6 +106,11 @@ impl InboundBroker for MemoryBroker {
     async fn subscribe(&self, prefetch: u16) -> Result<Subscription, BrokerError> {
         let cancelled = Arc::new(AtomicBool::new(false));
         let permits = Arc::new(Semaphore::new(prefetch.max(1) as usize));
+        let control = MemorySubscription {
+            cancelled: cancelled.clone(),
+            permits: permits.clone(),
+            prefetch: Mutex::new(prefetch.max(1).into()),
+        };
         let broker = self.clone();
         let stop = cancelled.clone();
         let deliveries = async_stream(move || {
@@ -125,7 +130,7 @@ impl InboundBroker for MemoryBroker {
                 }
             }
         });
-        Ok(Subscription { deliveries, control: Box::new(MemorySubscription { cancelled }) })
+        Ok(Subscription { deliveries, control: Box::new(control) })
     }
 }
 
@@ -158,6 +163,8 @@ where
 
 struct MemorySubscription {
     cancelled: Arc<AtomicBool>,
+    permits: Arc<Semaphore>,
+    prefetch: Mutex<usize>,
 }
 
 #[async_trait]
@@ -168,6 +175,29 @@ impl SubscriptionControl for MemorySubscription {
     }
     async fn close(&self) {
         self.cancelled.store(true, Ordering::SeqCst);
+    }
+
+    /// More permits at once; fewer as deliveries in flight are settled (only free permits can be
+    /// taken away, so the limit comes down as the deliveries above it finish).
+    async fn set_prefetch(&self, prefetch: u16) -> Result<(), BrokerError> {
+        let mut current = self.prefetch.lock().unwrap();
+        let next = usize::from(prefetch.max(1));
+        if next > *current {
+            self.permits.add_permits(next - *current);
+        } else {
+            let mut owed = *current - next;
+            owed -= self.permits.forget_permits(owed);
+            if owed > 0 {
+                let permits = self.permits.clone();
+                tokio::spawn(async move {
+                    if let Ok(permit) = permits.acquire_many_owned(owed as u32).await {
+                        permit.forget();
+                    }
+                });
+            }
+        }
+        *current = next;
+        Ok(())
     }
 }
 

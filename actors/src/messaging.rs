@@ -270,6 +270,8 @@ pub struct Subscription {
 pub trait SubscriptionControl: Send + Sync {
     /// Stops new deliveries; those already received can still be settled.
     async fn cancel(&self) -> Result<(), BrokerError>;
+    /// Lets the broker push at most `prefetch` unsettled deliveries from now on.
+    async fn set_prefetch(&self, prefetch: u16) -> Result<(), BrokerError>;
     /// Closes the connection. Unsettled deliveries go back to the queue.
     async fn close(&self);
 }

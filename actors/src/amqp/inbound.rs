@@ -109,7 +109,10 @@ impl InboundBroker for AmqpInbound {
         let connection = connect(&self.url, "consumer").await?;
         let channel = connection.create_channel().await.map_err(failed("open the consuming channel"))?;
         self.topology.declare(&channel).await?;
-        channel.basic_qos(prefetch, BasicQosOptions::default()).await.map_err(failed("set the prefetch"))?;
+        // Per channel (RabbitMQ's `global`), so that a later change applies to this consumer at
+        // once; the channel has no other consumer.
+        let per_channel = BasicQosOptions { global: true };
+        channel.basic_qos(prefetch, per_channel).await.map_err(failed("set the prefetch"))?;
         // A separate channel for republishing: confirm mode applies to a whole channel, and the
         // consuming channel's flow must not wait on confirms.
         let settle_channel = connection.create_channel().await.map_err(failed("open the settling channel"))?;
@@ -163,6 +166,11 @@ impl SubscriptionControl for AmqpSubscription {
             .basic_cancel(self.consumer_tag.clone(), BasicCancelOptions::default())
             .await
             .map_err(failed("cancel the subscription"))
+    }
+
+    async fn set_prefetch(&self, prefetch: u16) -> Result<(), BrokerError> {
+        let per_channel = BasicQosOptions { global: true };
+        self.channel.basic_qos(prefetch, per_channel).await.map_err(failed("change the prefetch"))
     }
 
     async fn close(&self) {

@@ -1,4 +1,5 @@
 use super::ConsumerConfig;
+use super::budget::PrefetchBudget;
 use super::delivery::{DeliveryHandler, Handled};
 use super::events::{Paused, Resumed};
 use super::stages::Stages;
@@ -51,6 +52,8 @@ pub struct Consumer {
     gathering: Vec<(Delivery, Instant)>,
     linger: Option<SpawnHandle>,
     in_flight: watch::Sender<usize>,
+    /// The prefetch the memory budget affords for the message sizes seen lately.
+    budget: PrefetchBudget,
     /// Deliveries held while a dependency is down, to run again first.
     held: Vec<(Delivery, Instant)>,
     paused: Option<Pause>,
@@ -80,9 +83,11 @@ impl Consumer {
             destination: broker.destination().to_owned(),
             sequencer: Sequencer::default(),
         });
-        metrics.record_prefetch_limit(config.prefetch);
+        let budget = PrefetchBudget::new(config.in_flight_bytes.0, config.prefetch);
+        metrics.record_prefetch_limit(budget.current());
         metrics.record_consumer_attached(false);
         Self {
+            budget,
             broker,
             config,
             health,
@@ -181,7 +186,7 @@ impl Actor for Consumer {
             return;
         }
         let broker = self.broker.clone();
-        let prefetch = self.config.prefetch;
+        let prefetch = self.budget.current();
         let subscribing =
             async move { until_ok("subscribe to the inbound queue", || broker.subscribe(prefetch)).await };
         ctx.spawn(subscribing.into_actor(self).map(|subscription, act, ctx| {
@@ -192,7 +197,7 @@ impl Actor for Consumer {
             }
             tracing::info!(
                 actor = "consumer",
-                prefetch = act.config.prefetch,
+                prefetch = act.budget.current(),
                 batch_size = act.config.batch_size,
                 "consuming"
             );
@@ -241,6 +246,17 @@ impl StreamHandler<Result<Delivery, BrokerError>> for Consumer {
             }
         };
         self.in_flight.send_modify(|n| *n += 1);
+        if let Some(prefetch) = self.budget.received(delivery.message.body.len())
+            && let Some(subscription) = self.subscription.clone()
+        {
+            self.metrics().all().record_prefetch_limit(prefetch);
+            tracing::debug!(prefetch, "prefetch follows the message sizes");
+            actix::spawn(async move {
+                if let Err(error) = subscription.set_prefetch(prefetch).await {
+                    tracing::warn!(error = %Chain(&error), "could not change the prefetch");
+                }
+            });
+        }
         self.gathering.push((delivery, Instant::now()));
         if self.gathering.len() >= usize::from(self.config.batch_size) {
             self.start_batch(ctx);

@@ -1,4 +1,4 @@
-use crate::config::{Durations, duration_text, parse_duration, parse_positive_duration};
+use crate::config::{ByteSize, Durations, duration_text, parse_duration, parse_positive_duration};
 use clap::{Args, value_parser};
 use serde::Serialize;
 use std::time::Duration;
@@ -6,9 +6,13 @@ use std::time::Duration;
 /// Configuration of the consumer.
 #[derive(Debug, Clone, PartialEq, Eq, Args, Serialize)]
 pub struct ConsumerConfig {
-    /// Deliveries in flight at once (AMQP prefetch), which bounds the memory a backlog can take.
+    /// Deliveries in flight at once (AMQP prefetch) while messages are small.
     #[arg(long, env = "ORDER_PROCESS_PREFETCH", default_value_t = 512, value_parser = value_parser!(u16).range(1..))]
     pub prefetch: u16,
+    /// Memory budget for the message bodies in flight: with large messages the consumer asks the
+    /// broker for fewer at a time, so memory stays bounded whatever the message size.
+    #[arg(long, env = "ORDER_PROCESS_IN_FLIGHT_BYTES", default_value = "32MiB")]
+    pub in_flight_bytes: ByteSize,
     /// Most deliveries processed together (one status write, one transaction, one round of
     /// publishes).
     #[arg(long, env = "ORDER_PROCESS_BATCH_SIZE", default_value_t = 128, value_parser = value_parser!(u16).range(1..))]

@@ -13,6 +13,7 @@
 //! - `config`: the consumer's settings.
 
 mod actor;
+mod budget;
 mod config;
 mod delivery;
 mod disposition;
@@ -21,6 +22,7 @@ mod stages;
 mod turns;
 
 pub use actor::{Consumer, Drain, DrainReport};
+pub use budget::PrefetchBudget;
 pub use config::{ConsumerConfig, RedeliveryPolicy};
 pub use delivery::DeliveryHandler;
 pub use disposition::{Disposition, Outcome, decide};

@@ -55,6 +55,13 @@ pub struct BenchArgs {
     /// Write the results as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Also measure the worker's peak memory draining a backlog of this many messages of
+    /// `--large-size` each (invalid orders: too large), all of which must end in the DLQ.
+    #[arg(long, default_value_t = 0)]
+    pub large_backlog: usize,
+    /// Size of each message of `--large-backlog`.
+    #[arg(long, default_value = "1MiB")]
+    pub large_size: actors::config::ByteSize,
     /// RUST_LOG of the worker under test; by default it logs at its own default level (one line
     /// per settled delivery), as in production.
     #[arg(long, value_name = "FILTER")]
@@ -94,6 +101,16 @@ struct Report {
     verified_rows: u64,
     verified_events: u32,
     sweep: Vec<SweepPoint>,
+    large: Option<LargeBacklog>,
+}
+
+#[derive(Debug, Serialize)]
+struct LargeBacklog {
+    messages: usize,
+    bytes_each: u64,
+    in_flight_budget_bytes: u64,
+    seconds: f64,
+    worker_peak_rss_mib: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -204,6 +221,37 @@ impl Bench {
         };
         let actors = ACTORS.iter().map(|a| (*a, ms(ACTOR, &format!("actor=\"{a}\""), 0.99))).collect();
         Ok((sent, [ms(END_TO_END, "", 0.5), ms(END_TO_END, "", 0.95), ms(END_TO_END, "", 0.99)], actors))
+    }
+}
+
+impl Bench {
+    /// Peak memory of a worker draining `count` messages of `size` bytes, each refused as too
+    /// large and dead-lettered.
+    async fn large_backlog(&self, count: usize, size: usize) -> anyhow::Result<LargeBacklog> {
+        let padding = "x".repeat(size.saturating_sub(80));
+        let messages = (0..count).map(|_| {
+            let id = uuid::Uuid::new_v4().to_string();
+            (format!(r#"{{"correlationId":"{id}","padding":"{padding}"}}"#).into_bytes(), id)
+        });
+        traffic::publish_all(&self.sandbox.channel, &self.inbound(), messages).await?;
+        let consumer = &self.sandbox.settings.worker.consumer;
+        let worker = self.start_worker(consumer.batch_size, consumer.prefetch).await?;
+        let started = Instant::now();
+        let dead_letters = self.sandbox.dead_letter();
+        while self.ready(&dead_letters).await? < count as u32 {
+            anyhow::ensure!(started.elapsed() < Duration::from_secs(300), "the large backlog was not dead-lettered");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        let rss = process::peak_rss_mib(worker.pid()).unwrap_or(0.0);
+        worker.stop().await?;
+        Ok(LargeBacklog {
+            messages: count,
+            bytes_each: size as u64,
+            in_flight_budget_bytes: consumer.in_flight_bytes.0,
+            seconds,
+            worker_peak_rss_mib: rss,
+        })
     }
 }
 
@@ -326,6 +374,13 @@ async fn measure(bench: &Bench) -> anyhow::Result<Report> {
         }
     }
 
+    let large = if args.large_backlog > 0 {
+        eprintln!("[bench] memory: a backlog of {} messages of {} each", args.large_backlog, args.large_size);
+        Some(bench.large_backlog(args.large_backlog, args.large_size.0 as usize).await?)
+    } else {
+        None
+    };
+
     Ok(Report {
         machine_cpus: std::thread::available_parallelism().map_or(0, usize::from),
         prefetch,
@@ -342,6 +397,7 @@ async fn measure(bench: &Bench) -> anyhow::Result<Report> {
         verified_rows: verified_rows as u64,
         verified_events,
         sweep,
+        large,
     })
 }
 
@@ -382,6 +438,13 @@ fn print_report(r: &Report) {
             ms(l.p95_ms),
             ms(l.p99_ms),
             actors.join(", ")
+        );
+    }
+    if let Some(large) = &r.large {
+        println!();
+        println!(
+            "memory: {} messages of {} bytes dead-lettered in {:.1} s with an in-flight budget of {} bytes; worker peak RSS {:.1} MiB",
+            large.messages, large.bytes_each, large.seconds, large.in_flight_budget_bytes, large.worker_peak_rss_mib
         );
     }
     if !r.sweep.is_empty() {
