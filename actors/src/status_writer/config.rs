@@ -13,9 +13,9 @@ pub struct StatusConfig {
     /// can share one Redis.
     #[arg(long, env = "ORDER_PROCESS_REDIS_KEY_PREFIX", default_value = "")]
     pub redis_key_prefix: String,
-    /// Lifetime of an order's status key in Redis, in seconds. Redis is not a system of record:
-    /// the status only has to outlive a client's wait.
-    #[arg(long, env = "ORDER_PROCESS_STATUS_TTL_SECONDS", default_value_t = 3600, value_parser = value_parser!(u64).range(1..))]
+    /// Lifetime of an order's status key in Redis, in seconds (at most ten years). Redis is not a
+    /// system of record: the status only has to outlive a client's wait.
+    #[arg(long, env = "ORDER_PROCESS_STATUS_TTL_SECONDS", default_value_t = 3600, value_parser = value_parser!(u64).range(1..=315_360_000))]
     pub status_ttl_seconds: u64,
     /// Redis status write: timeout per attempt, retries, backoff.
     #[arg(long, env = "ORDER_PROCESS_REDIS_RETRY", default_value = "timeout=2s,retries=3,backoff=50ms..1s")]
