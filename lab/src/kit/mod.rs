@@ -9,6 +9,7 @@
 //! and `REDIS_URL`, defaulting to the local services.
 
 pub mod child;
+pub mod private;
 pub mod worker;
 
 use actors::amqp::Topology;
