@@ -27,8 +27,8 @@ use std::io::IsTerminal;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::fmt::format::{JsonFields, Writer};
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -144,7 +144,57 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + 'static,
 {
-    tracing_subscriber::fmt::layer().fmt_fields(JsonFields::new()).event_format(FlatJson).with_writer(writer)
+    use tracing_subscriber::Layer;
+    SpanJson.and_then(tracing_subscriber::fmt::layer().fmt_fields(NoFields).event_format(FlatJson).with_writer(writer))
+}
+
+/// Keeps each span's fields as JSON values in the span's extensions, recorded once when the span
+/// is created (or a field recorded later), so a log line copies them instead of formatting and
+/// parsing them again: a delivery logs at least one line, and this is on every delivery's path.
+struct SpanJson;
+
+/// A span's fields, for the trace backend's (`otel.*`) left out.
+struct SpanFields(Map<String, Value>);
+
+impl<S> tracing_subscriber::Layer<S> for SpanJson
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let Some(span) = ctx.span(id) else { return };
+        let mut fields = Map::new();
+        attrs.record(&mut JsonVisitor(&mut fields));
+        fields.retain(|key, _| !key.starts_with("otel."));
+        span.extensions_mut().insert(SpanFields(fields));
+    }
+
+    fn on_record(
+        &self,
+        id: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let Some(span) = ctx.span(id) else { return };
+        let mut extensions = span.extensions_mut();
+        if let Some(SpanFields(fields)) = extensions.get_mut::<SpanFields>() {
+            values.record(&mut JsonVisitor(fields));
+            fields.retain(|key, _| !key.starts_with("otel."));
+        }
+    }
+}
+
+/// The fmt layer's own span formatting, unused: [`SpanJson`] keeps the fields.
+struct NoFields;
+
+impl<'w> FormatFields<'w> for NoFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(&self, _: Writer<'w>, _: R) -> fmt::Result {
+        Ok(())
+    }
 }
 
 /// One JSON object per line: timestamp, level, target, the innermost span's name, the fields of
@@ -167,10 +217,8 @@ where
             let mut innermost = None;
             for span in scope.from_root() {
                 innermost = Some(span.name());
-                let extensions = span.extensions();
-                let Some(fields) = extensions.get::<FormattedFields<N>>() else { continue };
-                if let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(fields) {
-                    line.extend(fields.into_iter().filter(|(k, _)| !k.starts_with("otel.")));
+                if let Some(SpanFields(fields)) = span.extensions().get::<SpanFields>() {
+                    line.extend(fields.iter().map(|(k, v)| (k.clone(), v.clone())));
                 }
             }
             if let Some(name) = innermost {
