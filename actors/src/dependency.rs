@@ -11,6 +11,7 @@
 use crate::error::Cause;
 use actix::Message;
 use std::fmt;
+use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Dependency {
@@ -43,3 +44,14 @@ impl fmt::Display for Dependency {
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "Result<(), Cause>")]
 pub struct Probe;
+
+/// The answer to a [`Probe`]: `probe` answered within `timeout`.
+pub async fn answered<E>(timeout: Duration, probe: impl Future<Output = Result<(), E>>) -> Result<(), Cause>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    match tokio::time::timeout(timeout, probe).await {
+        Ok(answer) => answer.map_err(Cause::new),
+        Err(_) => Err(Cause::text(format!("no answer within {timeout:?}"))),
+    }
+}

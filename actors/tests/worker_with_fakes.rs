@@ -257,8 +257,8 @@ impl OrderStore for Away {
     }
 }
 
-#[actix_rt::test]
-async fn an_outage_of_the_database_holds_the_orders_without_spending_attempts_and_they_go_through_after() {
+/// A worker over a database that is away until `down` is cleared.
+fn start_with_database_away() -> (MemoryBroker, Arc<Away>, Arc<std::sync::atomic::AtomicBool>, Worker) {
     let broker = MemoryBroker::new(INBOUND, DLQ);
     let down = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let store = Arc::new(Away { inner: MemoryOrderStore::default(), down: down.clone(), calls: AtomicU32::new(0) });
@@ -274,6 +274,12 @@ async fn an_outage_of_the_database_holds_the_orders_without_spending_attempts_an
         statuses: Arc::new(MemoryStatusStore::default()),
     };
     let worker = Worker::start(ports, config, Health::default(), actors::Metrics::disabled());
+    (broker, store, down, worker)
+}
+
+#[actix_rt::test]
+async fn an_outage_of_the_database_holds_the_orders_without_spending_attempts_and_they_go_through_after() {
+    let (broker, store, down, worker) = start_with_database_away();
     let ids: Vec<String> = (0..3).map(|_| cid().0).collect();
     for id in &ids {
         broker.send(INBOUND, StoredMessage { body: order_body(id).into(), ..Default::default() });
@@ -308,18 +314,7 @@ async fn an_outage_of_the_database_holds_the_orders_without_spending_attempts_an
 
 #[actix_rt::test]
 async fn a_drain_during_an_outage_hands_the_held_deliveries_back_at_once() {
-    let broker = MemoryBroker::new(INBOUND, DLQ);
-    let down = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let store = Arc::new(Away { inner: MemoryOrderStore::default(), down, calls: AtomicU32::new(0) });
-    let mut config = WorkerConfig::default();
-    config.processor.sql_retry = RetryPolicy { retries: 0, timeout: Duration::from_secs(1), ..RetryPolicy::default() };
-    let ports = Ports {
-        inbound: Arc::new(broker.clone()),
-        outbound: Arc::new(broker.clone()),
-        orders: store.clone(),
-        statuses: Arc::new(MemoryStatusStore::default()),
-    };
-    let worker = Worker::start(ports, config, Health::default(), actors::Metrics::disabled());
+    let (broker, store, _down, worker) = start_with_database_away();
     let (id, _) = cid();
     broker.send(INBOUND, StoredMessage { body: order_body(&id).into(), ..Default::default() });
     while store.calls.load(Ordering::SeqCst) == 0 {

@@ -1,5 +1,5 @@
 use super::{OrderStore, OrderStoreError, Persisted, ProcessorConfig};
-use crate::dependency::Probe;
+use crate::dependency::{Probe, answered};
 use crate::error::{Cause, Chain};
 use crate::events::{ActorRestarted, BatchHandled, Event};
 use crate::metrics::{Actor as ActorName, ActorMetrics, Metrics};
@@ -131,12 +131,7 @@ impl Handler<Probe> for Processor {
 
     fn handle(&mut self, _: Probe, _: &mut Self::Context) -> Self::Result {
         let (store, timeout) = (self.store.clone(), self.retry.timeout);
-        Box::pin(async move {
-            match tokio::time::timeout(timeout, store.probe()).await {
-                Ok(answered) => answered.map_err(Cause::new),
-                Err(_) => Err(Cause::text(format!("no answer within {timeout:?}"))),
-            }
-        })
+        Box::pin(async move { answered(timeout, store.probe()).await })
     }
 }
 

@@ -1,5 +1,5 @@
 use super::{StatusConfig, StatusStore, StatusStoreError, StatusWrites};
-use crate::dependency::Probe;
+use crate::dependency::{Probe, answered};
 use crate::error::Cause;
 use crate::error::Chain;
 use crate::events::{ActorRestarted, Event};
@@ -76,12 +76,7 @@ impl Handler<Probe> for StatusWriter {
 
     fn handle(&mut self, _: Probe, _: &mut Self::Context) -> Self::Result {
         let (store, timeout) = (self.store.clone(), self.retry.timeout);
-        Box::pin(async move {
-            match tokio::time::timeout(timeout, store.probe()).await {
-                Ok(answered) => answered.map_err(Cause::new),
-                Err(_) => Err(Cause::text(format!("no answer within {timeout:?}"))),
-            }
-        })
+        Box::pin(async move { answered(timeout, store.probe()).await })
     }
 }
 
