@@ -179,9 +179,11 @@ fn truncate(text: &str) -> String {
     text.chars().take(80).collect()
 }
 
-/// The correlation id a malformed body claims, read leniently, so its rejection can still be
-/// logged against the order it was meant to be.
-fn claimed_correlation_id(body: &[u8]) -> Option<String> {
+/// The correlation id a body claims (`correlationId`, or `CorrelationId` as the .NET publisher
+/// writes it), read leniently: any JSON object with that key as a string, whatever else it holds
+/// or lacks. A malformed message's rejection is logged against it, and operators' tools find a
+/// message that lacks the transport's correlation id property by it.
+pub fn claimed_correlation_id(body: &[u8]) -> Option<String> {
     let value: serde_json::Value = serde_json::from_slice(body).ok()?;
     let object = value.as_object()?;
     ["correlationId", "CorrelationId"].iter().find_map(|key| object.get(*key)?.as_str()).map(truncate)

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use uuid::Uuid;
 
-pub use decode::{InvalidOrder, MAX_BODY_BYTES, Rejected, decode};
+pub use decode::{InvalidOrder, MAX_BODY_BYTES, Rejected, claimed_correlation_id, decode};
 
 /// The id the API edge gave the order; the key of idempotency end to end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
