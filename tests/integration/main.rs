@@ -7,6 +7,7 @@ mod batches;
 mod cli;
 mod dlq;
 mod failures;
+mod inspect;
 mod observability;
 mod pipeline;
 mod scale;
