@@ -135,7 +135,7 @@ pub async fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
     } else {
-        write_report(&mut out, &report)?;
+        write_report(&mut out, &report, args.limit)?;
     }
     Ok(ExitCode::from(if report.found { FOUND } else { NOT_FOUND }))
 }
@@ -162,7 +162,7 @@ async fn status(config: &StatusConfig, id: CorrelationId) -> anyhow::Result<Opti
     read.with_context(context)
 }
 
-fn write_report(out: &mut impl Write, report: &Report) -> std::io::Result<()> {
+fn write_report(out: &mut impl Write, report: &Report, limit: u32) -> std::io::Result<()> {
     writeln!(out, "order {}: {}", report.correlation_id, headline(report))?;
     match &report.order {
         Some(order) => {
@@ -216,11 +216,7 @@ fn write_report(out: &mut impl Write, report: &Report) -> std::io::Result<()> {
             writeln!(out, "{:<8} {:<40} {:<14} ({note})", "", "", "")?;
         }
     }
-    if report
-        .queues
-        .iter()
-        .any(|q| !q.complete && q.scanned < q.ready && q.note.as_deref().is_some_and(|n| n.contains("scan limit")))
-    {
+    if report.queues.iter().any(|q| !q.complete && q.scanned == limit) {
         writeln!(out, "         raise --limit to look further")?;
     }
     for message in &report.messages {

@@ -290,6 +290,12 @@ async fn a_look_leaves_every_queue_as_it_was(queue_type: QueueType) {
     // The queues' type as the broker has it, whatever the setting says.
     let misconfigured = inspect_with(&env, &[&cid, "--json"], &[("ORDER_PROCESS_QUEUE_TYPE", "classic")]);
 
+    if queue_type == QueueType::Classic {
+        let report = text(&inspect(&env, &[&cid, "--limit", "10"]));
+        let line = format!("{MESSAGES_PER_QUEUE} ready, looked at 10: NOT FULLY LOOKED THROUGH");
+        assert_eq!(report.matches(&line).count(), 3, "{report}");
+        assert!(report.contains("raise --limit to look further"), "{report}");
+    }
     let limited = json_of(&limited);
     assert_eq!(limited["messages"], json!([]));
     assert_eq!(limited["verdict"], "not-found");
