@@ -6,8 +6,10 @@
 use crate::settings::Settings;
 use crate::telemetry::{LogConfig, LogFormat};
 use actors::amqp::AmqpConfig;
+use actors::consumer::RedeliveryPolicy;
 use actors::messaging::QueuesConfig;
 use actors::processor::DatabaseConfig;
+use actors::status_writer::StatusConfig;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
@@ -32,6 +34,38 @@ pub enum Command {
     Migrate(MigrateArgs),
     /// Inspect and operate the dead-letter queue.
     Dlq(DlqArgs),
+    /// Where is an order? Everything the service knows about one CorrelationId: the stored
+    /// order, its status in Redis, and its messages waiting in the inbound, retry or dead-letter
+    /// queues. Reads only. Exit status 0 when found, 3 when found nowhere, 1 when a dependency
+    /// cannot be reached, 2 on bad usage.
+    Inspect(InspectArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct InspectArgs {
+    /// CorrelationId of the order (a UUID).
+    pub correlation_id: uuid::Uuid,
+    /// Print a JSON document (shape in docs/runbook.md) instead of a report.
+    #[arg(long)]
+    pub json: bool,
+    /// Messages looked at per queue, from the head. Each is a round trip to the broker and held
+    /// until its queue is done; a queue with more ready messages is reported as not fully
+    /// looked through.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub limit: u32,
+    #[command(flatten)]
+    pub queues: QueuesConfig,
+    #[command(flatten)]
+    pub amqp: AmqpConfig,
+    /// The retry delays name the retry queues.
+    #[command(flatten)]
+    pub redelivery: RedeliveryPolicy,
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+    #[command(flatten)]
+    pub status: StatusConfig,
+    #[command(flatten)]
+    pub log: LogConfig,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -85,11 +119,14 @@ pub struct MigrateArgs {
 impl Command {
     /// Log levels when `RUST_LOG` is not set: the worker reports at info (sqlx reports every
     /// skipped "IF NOT EXISTS" of the migrations there, so it gets warn); the interactive
-    /// commands, whose output is on stdout, only report errors.
+    /// commands, whose output is on stdout, only report errors. `inspect` looks for queues that
+    /// may not exist, which lapin reports as a closed channel at error level: its own error says
+    /// what matters.
     pub fn default_log_filter(&self) -> &'static str {
         match self {
             Self::Run(_) | Self::Migrate(_) => "info,sqlx=warn",
             Self::Dlq(_) => "error",
+            Self::Inspect(_) => "error,lapin=off",
         }
     }
 
@@ -98,6 +135,7 @@ impl Command {
             Self::Run(settings) => settings.log.log_format,
             Self::Migrate(args) => args.log.log_format,
             Self::Dlq(args) => args.log.log_format,
+            Self::Inspect(args) => args.log.log_format,
         }
     }
 }
@@ -164,6 +202,17 @@ fn env_of(flag: &str) -> Option<String> {
 mod tests {
     use super::*;
     use actors::consumer::ConsumerConfig;
+
+    #[test]
+    fn inspect_takes_a_uuid_and_the_workers_settings() {
+        let cli = parse_args(&["inspect", "7D4C1C1E-7B0A-4C8E-9F41-2F0A3D3F5B11", "--retry-delays", "10m"]).unwrap();
+        let Command::Inspect(args) = cli.into_command() else { panic!("inspect") };
+        assert_eq!(args.correlation_id.to_string(), "7d4c1c1e-7b0a-4c8e-9f41-2f0a3d3f5b11");
+        assert_eq!(args.limit, 10_000);
+        assert_eq!(args.redelivery.retry_delays.to_string(), "10m");
+        assert!(parse_args(&["inspect", "order-42"]).is_err(), "not a UUID");
+        assert!(parse_args(&["inspect"]).is_err(), "the id is required");
+    }
     use std::time::Duration;
 
     fn parse_args(args: &[&str]) -> Result<Cli, clap::Error> {

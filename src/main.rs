@@ -15,5 +15,5 @@ async fn main() -> ExitCode {
         tracing::error!("{error:#}");
     }
     telemetry.shutdown().await;
-    if result.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    result.unwrap_or(ExitCode::FAILURE)
 }

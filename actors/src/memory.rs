@@ -6,7 +6,7 @@
 
 use crate::messaging::{
     BrokerError, Delivery, FailureRecord, InboundBroker, InboundMessage, OutboundBroker, OutboundMessage, Outbox,
-    Settle, Subscription, SubscriptionControl, headers,
+    Prefetch, Settle, Subscription, SubscriptionControl, headers,
 };
 use crate::order::{ContentDigest, CorrelationId, OrderId, ValidOrder};
 use crate::processor::{OrderStore, OrderStoreError, Persisted};
@@ -103,7 +103,8 @@ impl InboundBroker for MemoryBroker {
         &self.inbound
     }
 
-    async fn subscribe(&self, prefetch: u16) -> Result<Subscription, BrokerError> {
+    async fn subscribe(&self, prefetch: Prefetch) -> Result<Subscription, BrokerError> {
+        let prefetch = prefetch.initial;
         let cancelled = Arc::new(AtomicBool::new(false));
         let permits = Arc::new(Semaphore::new(prefetch.max(1) as usize));
         let control = MemorySubscription {
@@ -179,7 +180,7 @@ impl SubscriptionControl for MemorySubscription {
 
     /// More permits at once; fewer as deliveries in flight are settled (only free permits can be
     /// taken away, so the limit comes down as the deliveries above it finish).
-    async fn set_prefetch(&self, prefetch: u16) -> Result<(), BrokerError> {
+    async fn set_prefetch(&self, prefetch: u16) -> Result<u16, BrokerError> {
         let mut current = self.prefetch.lock().unwrap();
         let next = usize::from(prefetch.max(1));
         if next > *current {
@@ -197,7 +198,7 @@ impl SubscriptionControl for MemorySubscription {
             }
         }
         *current = next;
-        Ok(())
+        Ok(prefetch.max(1))
     }
 }
 

@@ -55,6 +55,9 @@ pub mod headers {
     pub const LAST_ERROR: &str = "x-order-process-last-error";
     /// Why the message is in the dead-letter queue.
     pub const DEAD_LETTER_REASON: &str = "x-order-process-reason";
+    /// On a replayed copy: the `user_id` of the original, which the copy cannot carry (RabbitMQ
+    /// refuses a `user_id` other than the publishing connection's user).
+    pub const ORIGINAL_USER_ID: &str = "x-order-process-original-user-id";
 }
 
 /// A message as received, with the headers rendered as text.
@@ -255,9 +258,18 @@ pub trait InboundBroker: Send + Sync + 'static {
     fn system(&self) -> &'static str;
     /// The queue (or subscription) consumed, in traces and logs.
     fn destination(&self) -> &str;
-    /// Connects, makes sure the topology exists, and starts consuming with at most `prefetch`
-    /// unsettled deliveries.
-    async fn subscribe(&self, prefetch: u16) -> Result<Subscription, BrokerError>;
+    /// Connects, makes sure the topology exists, and starts consuming with at most
+    /// `prefetch.initial` unsettled deliveries.
+    async fn subscribe(&self, prefetch: Prefetch) -> Result<Subscription, BrokerError>;
+}
+
+/// How many unsettled deliveries a subscription may hold: `initial` at first, changed later with
+/// [`SubscriptionControl::set_prefetch`], never above `max`. A subscription whose prefetch cannot
+/// change without breaking a guarantee (strict order across replicas) uses `max` throughout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prefetch {
+    pub initial: u16,
+    pub max: u16,
 }
 
 /// A live subscription. The stream ends (or yields an error) when the connection is lost.
@@ -270,8 +282,9 @@ pub struct Subscription {
 pub trait SubscriptionControl: Send + Sync {
     /// Stops new deliveries; those already received can still be settled.
     async fn cancel(&self) -> Result<(), BrokerError>;
-    /// Lets the broker push at most `prefetch` unsettled deliveries from now on.
-    async fn set_prefetch(&self, prefetch: u16) -> Result<(), BrokerError>;
+    /// Lets the broker push at most `prefetch` unsettled deliveries from now on; returns the
+    /// prefetch in force (a subscription that cannot change it keeps its `Prefetch::max`).
+    async fn set_prefetch(&self, prefetch: u16) -> Result<u16, BrokerError>;
     /// Closes the connection. Unsettled deliveries go back to the queue.
     async fn close(&self);
 }
@@ -336,4 +349,155 @@ pub trait DeadLetterQueue: Send + Sync {
     async fn replay(&self, select: &(dyn for<'l> Fn(&'l DeadLetter) -> bool + Sync)) -> Result<usize, BrokerError>;
     /// Deletes every dead letter; returns how many.
     async fn purge(&self) -> Result<u32, BrokerError>;
+}
+
+/// What the headers of a message say about its failures so far, as an operator reads them. Every
+/// field is empty (and `attempts` 0) on a message that never failed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct FailureHistory {
+    /// Why it was dead-lettered: this service's reason (`invalid`, `permanent-failure`,
+    /// `retries-exhausted`), or `broker:<reason>` for a message the broker dead-lettered itself.
+    /// None on a message that is not dead-lettered.
+    pub reason: Option<String>,
+    /// Kind of the latest failure: `invalid`, `permanent`, `transient`.
+    pub error_kind: Option<String>,
+    pub error: Option<String>,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    /// RFC 3339 times of the first and of the latest failure.
+    pub first_failure: Option<String>,
+    pub last_failure: Option<String>,
+}
+
+impl DeadLetter {
+    pub fn new(correlation_id: Option<String>, history: FailureHistory) -> Self {
+        let FailureHistory { reason, error_kind: _, error, attempts, first_failure, last_failure } = history;
+        let reason = reason.unwrap_or_else(|| "unknown".into());
+        Self { correlation_id, reason, error, attempts, first_failure, last_failure }
+    }
+}
+
+/// Which property of a message named its order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MatchedOn {
+    /// The transport's correlation id (AMQP `correlation_id`, Service Bus `CorrelationId`).
+    Property,
+    /// The body's `correlationId` (or `CorrelationId`), for a message without the property.
+    Body,
+}
+
+/// The correlation id a message is about: the transport's property when it is set, else the
+/// one its body claims, read leniently ([`crate::order::claimed_correlation_id`]). The body is
+/// only parsed when the property is absent.
+pub fn message_correlation_id(property: Option<&str>, body: &[u8]) -> Option<(String, MatchedOn)> {
+    match property {
+        Some(id) => Some((id.to_owned(), MatchedOn::Property)),
+        None => crate::order::claimed_correlation_id(body).map(|id| (id, MatchedOn::Body)),
+    }
+}
+
+/// Whether two spellings name the same correlation id: the same UUID (whatever the case or
+/// hyphenation), or, for ids that are not UUIDs, the same text ignoring ASCII case.
+pub fn same_correlation_id(a: &str, b: &str) -> bool {
+    match (uuid::Uuid::parse_str(a.trim()), uuid::Uuid::parse_str(b.trim())) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a.trim().eq_ignore_ascii_case(b.trim()),
+    }
+}
+
+/// The part a queue plays for the worker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "role", rename_all = "kebab-case")]
+pub enum QueueRole {
+    /// Orders waiting for the worker.
+    Inbound,
+    /// Failed orders waiting `delay` before they go back to the inbound queue.
+    Retry {
+        #[serde(with = "crate::config::duration_text")]
+        delay: Duration,
+    },
+    /// Orders that will not be processed without an operator.
+    DeadLetter,
+}
+
+/// How far one queue was looked through.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QueueScan {
+    pub queue: String,
+    #[serde(flatten)]
+    pub role: QueueRole,
+    /// False when the queue does not exist on the broker (then nothing can be in it).
+    pub exists: bool,
+    /// Messages ready for delivery when the look began. Messages a consumer holds unsettled
+    /// (a worker's prefetch) are not ready and cannot be seen.
+    pub ready: u32,
+    /// Messages looked at, from the head.
+    pub scanned: u32,
+    /// Every ready message was looked at.
+    pub complete: bool,
+    /// Why the queue was not looked through completely, when it was not.
+    pub note: Option<String>,
+}
+
+/// One message of the order, where it was seen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Sighting {
+    pub queue: String,
+    #[serde(flatten)]
+    pub role: QueueRole,
+    /// Place among the ready messages when the look began; 0 is the head (delivered next).
+    pub position: u32,
+    pub matched_on: MatchedOn,
+    pub message_id: Option<String>,
+    /// The broker delivered it before (and it came back: a consumer crashed, or someone looked).
+    pub redelivered: bool,
+    pub failure: FailureHistory,
+}
+
+/// What [`QueueInspector::find`] saw.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct QueueSearch {
+    /// Every queue of the worker, inbound first, then the retry queues (shortest delay first),
+    /// then the dead-letter queue.
+    pub queues: Vec<QueueScan>,
+    /// The order's messages, in the order of `queues` and of their positions.
+    pub sightings: Vec<Sighting>,
+}
+
+/// Looking for one order's messages in the worker's queues, for operators (`order-process
+/// inspect`). Nothing is consumed, removed or reordered: an adapter that cannot look at a queue
+/// that way does not look, and says so in the queue's [`QueueScan::note`].
+#[async_trait]
+pub trait QueueInspector: Send + Sync {
+    /// Looks at up to `limit` messages from the head of each of the worker's queues for those of
+    /// `correlation_id` (compared with [`same_correlation_id`], found by
+    /// [`message_correlation_id`]).
+    async fn find(&self, correlation_id: &str, limit: u32) -> Result<QueueSearch, BrokerError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_property_names_the_order_and_the_body_stands_in_when_it_is_absent() {
+        let body = br#"{"CorrelationId":"7D4C1C1E-7B0A-4C8E-9F41-2F0A3D3F5B11","items":"whatever"}"#;
+        assert_eq!(message_correlation_id(Some("p"), body), Some(("p".into(), MatchedOn::Property)));
+        let (id, on) = message_correlation_id(None, body).unwrap();
+        assert_eq!(on, MatchedOn::Body);
+        assert!(same_correlation_id(&id, "7d4c1c1e-7b0a-4c8e-9f41-2f0a3d3f5b11"));
+        assert!(same_correlation_id("7d4c1c1e7b0a4c8e9f412f0a3d3f5b11", "7d4c1c1e-7b0a-4c8e-9f41-2f0a3d3f5b11"));
+        assert!(!same_correlation_id("7d4c1c1e-7b0a-4c8e-9f41-2f0a3d3f5b11", "7d4c1c1e-7b0a-4c8e-9f41-2f0a3d3f5b12"));
+        assert_eq!(message_correlation_id(None, b"not json"), None);
+        assert_eq!(message_correlation_id(None, br#"{"correlationId": 7}"#), None);
+    }
+
+    #[test]
+    fn roles_serialize_with_their_delay() {
+        let retry = serde_json::to_value(QueueRole::Retry { delay: Duration::from_secs(600) }).unwrap();
+        assert_eq!(retry, serde_json::json!({"role": "retry", "delay": "10m"}));
+        let dead = serde_json::to_value(QueueRole::DeadLetter).unwrap();
+        assert_eq!(dead, serde_json::json!({"role": "dead-letter"}));
+    }
 }

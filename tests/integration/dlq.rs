@@ -1,6 +1,8 @@
 //! `order-process dlq list | replay | purge`, run as the operator runs them.
 
 use lab::kit::*;
+use lapin::BasicProperties;
+use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable};
 use std::process::{Command, Output};
 
@@ -31,9 +33,11 @@ fn exhausted_headers() -> FieldTable {
 }
 
 async fn put_in_dlq(env: &Sandbox, body: &[u8], cid: &str, headers: FieldTable) {
-    use lapin::BasicProperties;
-    use lapin::options::BasicPublishOptions;
     let properties = BasicProperties::default().with_correlation_id(cid.into()).with_headers(headers);
+    put_in_dlq_as(env, body, properties).await
+}
+
+async fn put_in_dlq_as(env: &Sandbox, body: &[u8], properties: BasicProperties) {
     env.channel
         .basic_publish("".into(), env.dead_letter().into(), BasicPublishOptions::default(), body, properties)
         .await
@@ -126,5 +130,58 @@ async fn purge_needs_yes() {
         format!("purged 1 message(s) from {}", env.dead_letter())
     );
     assert_eq!(env.ready_count(&env.dead_letter()).await, 0);
+    env.cleanup().await;
+}
+
+#[actix_rt::test]
+async fn a_dead_letter_without_the_correlation_id_property_is_listed_and_replayed_by_its_body() {
+    let env = Sandbox::for_test().await;
+    let app = env.spawn_ready_app().await;
+    app.run_until_stopped(async {}).await.unwrap();
+    let unlabelled = new_correlation_id();
+    let other = new_correlation_id();
+    let body = serde_json::json!({"CorrelationId": unlabelled, "CustomerId": "C-7"}).to_string();
+    put_in_dlq_as(&env, body.as_bytes(), BasicProperties::default().with_headers(exhausted_headers())).await;
+    put_in_dlq(&env, order(&other).to_string().as_bytes(), &other, exhausted_headers()).await;
+
+    let json: serde_json::Value = serde_json::from_str(&stdout(&dlq(&env, &["list", "--json"]))).unwrap();
+    assert_eq!(json["messages"][0]["correlation_id"], unlabelled.as_str());
+    assert!(stdout(&dlq(&env, &["list"])).lines().any(|l| l.starts_with(&unlabelled)));
+
+    assert_eq!(
+        stdout(&dlq(&env, &["replay", "--correlation-id", &unlabelled])).trim(),
+        format!("replayed 1 message(s) from {}", env.dead_letter())
+    );
+    let replayed = env.next_message(&env.inbound()).await;
+    assert_eq!(replayed.delivery.data, body.as_bytes());
+    assert_eq!(env.ready_count(&env.dead_letter()).await, 1, "the other one stays");
+    env.cleanup().await;
+}
+
+#[actix_rt::test]
+async fn a_replayed_copy_drops_the_user_id_and_keeps_it_in_a_header() {
+    let env = Sandbox::for_test().await;
+    let app = env.spawn_ready_app().await;
+    app.run_until_stopped(async {}).await.unwrap();
+    let cid = new_correlation_id();
+    // The shared broker's guest user may only publish its own user id; the copy is published by
+    // the tool's connection, which RabbitMQ refuses (406) with any other user's id.
+    let properties = BasicProperties::default()
+        .with_correlation_id(cid.as_str().into())
+        .with_user_id("guest".into())
+        .with_headers(exhausted_headers());
+    put_in_dlq_as(&env, order(&cid).to_string().as_bytes(), properties).await;
+
+    assert!(stdout(&dlq(&env, &["replay", "--all"])).starts_with("replayed 1 message(s)"));
+    let replayed = env.next_message(&env.inbound()).await;
+    assert_eq!(replayed.properties.user_id(), &None, "the copy carries no user_id");
+    assert_eq!(header_text(&replayed, "x-order-process-original-user-id").as_deref(), Some("guest"));
+    assert_eq!(header_text(&replayed, "x-tenant").as_deref(), Some("acme"));
+
+    // Dead-lettered and replayed again, the record of the original user stays.
+    put_in_dlq_as(&env, &replayed.delivery.data, replayed.properties.clone()).await;
+    assert!(stdout(&dlq(&env, &["replay", "--all"])).starts_with("replayed 1 message(s)"));
+    let again = env.next_message(&env.inbound()).await;
+    assert_eq!(header_text(&again, "x-order-process-original-user-id").as_deref(), Some("guest"));
     env.cleanup().await;
 }

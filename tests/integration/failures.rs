@@ -10,7 +10,7 @@ use sea_orm::ConnectionTrait;
 use std::time::Duration;
 
 /// Makes the first `failures` order inserts fail with SQLSTATE `code`.
-async fn inject(env: &Sandbox, code: &str, failures: i64) {
+pub async fn inject(env: &Sandbox, code: &str, failures: i64) {
     env.db
         .execute_unprepared(&format!(
             "CREATE SEQUENCE attempts;
@@ -31,7 +31,7 @@ async fn attempts(env: &Sandbox) -> i64 {
     env.scalar("SELECT last_value FROM attempts").await
 }
 
-fn without_in_process_retries(env: &mut Sandbox) {
+pub fn without_in_process_retries(env: &mut Sandbox) {
     env.settings.worker.processor.sql_retry = RetryPolicy { retries: 0, ..env.settings.worker.processor.sql_retry };
     env.settings.worker.consumer.redelivery.max_attempts = 3;
 }

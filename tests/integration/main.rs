@@ -9,6 +9,7 @@ mod cli;
 mod conflicts;
 mod dlq;
 mod failures;
+mod inspect;
 mod observability;
 mod pipeline;
 mod scale;

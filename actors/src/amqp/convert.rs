@@ -1,6 +1,6 @@
 //! Between lapin's AMQP types and the broker-neutral ones.
 
-use crate::messaging::{HeaderValue, InboundMessage};
+use crate::messaging::{FailureHistory, HeaderValue, InboundMessage, headers};
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 
@@ -57,6 +57,17 @@ pub fn merge_headers<'a>(
 /// A copy of `properties` without a per-message TTL, which would let a moved message expire out
 /// of a queue that has nowhere to send it (lapin offers no way to clear one field).
 pub fn without_expiration(p: &BasicProperties) -> BasicProperties {
+    copy_of(p, true)
+}
+
+/// [`without_expiration`], and without `user_id`: for a copy published by another connection
+/// than the original's, since RabbitMQ refuses a `user_id` that is not the publishing
+/// connection's user (406 PRECONDITION_FAILED, which closes the channel).
+pub fn without_expiration_or_user_id(p: &BasicProperties) -> BasicProperties {
+    copy_of(p, false)
+}
+
+fn copy_of(p: &BasicProperties, keep_user_id: bool) -> BasicProperties {
     let mut copy = BasicProperties::default();
     macro_rules! keep {
         ($($get:ident => $set:ident),* $(,)?) => {
@@ -74,9 +85,56 @@ pub fn without_expiration(p: &BasicProperties) -> BasicProperties {
         message_id => with_message_id,
         timestamp => with_timestamp,
         kind => with_type,
-        user_id => with_user_id,
         app_id => with_app_id,
         cluster_id => with_cluster_id,
     );
+    if keep_user_id && let Some(user) = p.user_id() {
+        copy = copy.with_user_id(user.clone());
+    }
     copy
+}
+
+/// The failure history in a message's headers: this service's `x-order-process-*` headers, or,
+/// on a message in the dead-letter queue without them (RabbitMQ dead-lettered it itself), the
+/// reason and count of the newest entry of the broker's `x-death` header. Elsewhere `x-death` is
+/// no failure: a message back from a retry queue carries one for its expiry there.
+pub fn failure_history(properties: &BasicProperties, dead_lettered: bool) -> FailureHistory {
+    let view = inbound_message(bytes::Bytes::new(), properties, false);
+    let text = |name: &str| view.headers.get(name).cloned();
+    let death = if dead_lettered { broker_death(properties.headers().as_ref()) } else { None };
+    let reason = match (text(headers::DEAD_LETTER_REASON), &death) {
+        (Some(reason), _) => Some(reason),
+        (None, Some((reason, _))) => Some(format!("broker:{reason}")),
+        (None, None) => None,
+    };
+    FailureHistory {
+        reason,
+        error_kind: text(headers::ERROR_KIND),
+        error: text(headers::LAST_ERROR),
+        attempts: match view.headers.get(headers::ATTEMPTS) {
+            Some(_) => view.attempts(),
+            None => death.map_or(0, |(_, count)| count),
+        },
+        first_failure: text(headers::FIRST_FAILURE),
+        last_failure: text(headers::LAST_FAILURE),
+    }
+}
+
+/// The reason and count of the newest entry of RabbitMQ's own `x-death` header.
+fn broker_death(table: Option<&FieldTable>) -> Option<(String, u32)> {
+    let AMQPValue::FieldArray(deaths) = table?.inner().get("x-death")? else {
+        return None;
+    };
+    let AMQPValue::FieldTable(newest) = deaths.as_slice().first()? else {
+        return None;
+    };
+    let reason = match newest.inner().get("reason")? {
+        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        other => format!("{other:?}"),
+    };
+    let count = match newest.inner().get("count") {
+        Some(AMQPValue::LongLongInt(n)) => *n as u32,
+        _ => 1,
+    };
+    Some((reason, count))
 }

@@ -1,6 +1,6 @@
 use super::outbound::publish_confirmed;
 use super::{Topology, connect, convert, failed};
-use crate::messaging::{BrokerError, DeadLetter, DeadLetterQueue, headers};
+use crate::messaging::{BrokerError, DeadLetter, DeadLetterQueue, headers, message_correlation_id};
 use crate::secret::SecretUrl;
 use async_trait::async_trait;
 use lapin::message::BasicGetMessage;
@@ -10,7 +10,9 @@ use lapin::{Channel, Connection};
 use std::sync::Arc;
 
 /// The dead-letter queue on RabbitMQ. Browsing takes messages without acking them and closes the
-/// channel afterwards, which returns them to the queue in their order.
+/// channel afterwards, which returns them to the queue: in their order on a classic queue; on a
+/// quorum queue RabbitMQ 3.10 puts more than a few returned messages back in another order, and
+/// counts each look as a delivery (see `docs/runbook.md`, "Looking into quorum queues").
 pub struct AmqpDeadLetters {
     url: SecretUrl,
     topology: Arc<Topology>,
@@ -71,8 +73,13 @@ impl DeadLetterQueue for AmqpDeadLetters {
                 continue;
             }
             let delivery = &message.delivery;
-            let properties = convert::without_expiration(&delivery.properties)
-                .with_headers(without_failure_history(delivery.properties.headers().as_ref()));
+            let mut headers = without_failure_history(delivery.properties.headers().as_ref());
+            if let Some(user) = delivery.properties.user_id() {
+                headers.insert(headers::ORIGINAL_USER_ID.into(), AMQPValue::LongString(user.as_str().into()));
+            }
+            // Published by this tool's connection, so without the original's user_id, which
+            // RabbitMQ would refuse (406) unless it is this connection's user.
+            let properties = convert::without_expiration_or_user_id(&delivery.properties).with_headers(headers);
             publish_confirmed(&channel, &self.topology.inbound, &delivery.data, properties).await?;
             delivery.acker.ack(BasicAckOptions::default()).await.map_err(BrokerError::closed)?;
             moved += 1;
@@ -94,43 +101,9 @@ impl DeadLetterQueue for AmqpDeadLetters {
 
 fn describe(message: &BasicGetMessage) -> DeadLetter {
     let delivery = &message.delivery;
-    let view = convert::inbound_message(bytes::Bytes::new(), &delivery.properties, delivery.redelivered);
-    let death = broker_death(delivery.properties.headers().as_ref());
-    let reason = match (view.headers.get(headers::DEAD_LETTER_REASON), &death) {
-        (Some(reason), _) => reason.clone(),
-        (None, Some((reason, _))) => format!("broker:{reason}"),
-        (None, None) => "unknown".into(),
-    };
-    DeadLetter {
-        correlation_id: view.correlation_id.clone(),
-        reason,
-        error: view.headers.get(headers::LAST_ERROR).cloned(),
-        attempts: match view.headers.get(headers::ATTEMPTS) {
-            Some(_) => view.attempts(),
-            None => death.map_or(0, |(_, count)| count),
-        },
-        first_failure: view.headers.get(headers::FIRST_FAILURE).cloned(),
-        last_failure: view.headers.get(headers::LAST_FAILURE).cloned(),
-    }
-}
-
-/// The reason and count of the newest entry of RabbitMQ's own `x-death` header.
-fn broker_death(table: Option<&FieldTable>) -> Option<(String, u32)> {
-    let AMQPValue::FieldArray(deaths) = table?.inner().get("x-death")? else {
-        return None;
-    };
-    let AMQPValue::FieldTable(newest) = deaths.as_slice().first()? else {
-        return None;
-    };
-    let reason = match newest.inner().get("reason")? {
-        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
-        other => format!("{other:?}"),
-    };
-    let count = match newest.inner().get("count") {
-        Some(AMQPValue::LongLongInt(n)) => *n as u32,
-        _ => 1,
-    };
-    Some((reason, count))
+    let property = delivery.properties.correlation_id().as_ref().map(|id| id.as_str());
+    let correlation_id = message_correlation_id(property, &delivery.data).map(|(id, _)| id);
+    DeadLetter::new(correlation_id, convert::failure_history(&delivery.properties, true))
 }
 
 /// The headers without this service's failure records and the broker's death records.
@@ -138,7 +111,8 @@ fn without_failure_history(table: Option<&FieldTable>) -> FieldTable {
     let mut kept = FieldTable::default();
     for (key, value) in table.map(|t| t.inner().iter()).into_iter().flatten() {
         let key_text = key.as_str();
-        let history = key_text.starts_with("x-order-process-")
+        // The original user id is kept: a copy replayed again has no user_id left to record it.
+        let history = (key_text.starts_with("x-order-process-") && key_text != headers::ORIGINAL_USER_ID)
             || key_text == "x-death"
             || key_text.starts_with("x-first-death-")
             || key_text.starts_with("x-last-death-");

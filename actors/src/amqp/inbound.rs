@@ -1,7 +1,8 @@
 use super::outbound::publish_confirmed;
-use super::{Topology, connect, convert, failed};
+use super::{QueueType, Topology, connect, convert, failed};
+use crate::error::Cause;
 use crate::messaging::{
-    BrokerError, Delivery, FailureRecord, InboundBroker, Settle, Subscription, SubscriptionControl,
+    BrokerError, Delivery, FailureRecord, InboundBroker, Prefetch, Settle, Subscription, SubscriptionControl,
 };
 use crate::secret::SecretUrl;
 use async_trait::async_trait;
@@ -14,6 +15,7 @@ use lapin::types::{FieldTable, ShortString};
 use lapin::{Acker, BasicProperties, Channel, Connection};
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Subscribes the consumer to the inbound queue.
@@ -105,14 +107,10 @@ impl InboundBroker for AmqpInbound {
         &self.topology.inbound
     }
 
-    async fn subscribe(&self, prefetch: u16) -> Result<Subscription, BrokerError> {
+    async fn subscribe(&self, prefetch: Prefetch) -> Result<Subscription, BrokerError> {
         let connection = connect(&self.url, "consumer").await?;
         let channel = connection.create_channel().await.map_err(failed("open the consuming channel"))?;
         self.topology.declare(&channel).await?;
-        // Per channel (RabbitMQ's `global`), so that a later change applies to this consumer at
-        // once; the channel has no other consumer.
-        let per_channel = BasicQosOptions { global: true };
-        channel.basic_qos(prefetch, per_channel).await.map_err(failed("set the prefetch"))?;
         // A separate channel for republishing: confirm mode applies to a whole channel, and the
         // consuming channel's flow must not wait on confirms.
         let settle_channel = connection.create_channel().await.map_err(failed("open the settling channel"))?;
@@ -120,60 +118,160 @@ impl InboundBroker for AmqpInbound {
             .confirm_select(ConfirmSelectOptions::default())
             .await
             .map_err(failed("enable publisher confirms"))?;
-        let consumer = channel
-            .basic_consume(
-                self.topology.inbound.as_str().into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(failed("consume the inbound queue"))?;
-        let consumer_tag = consumer.tag();
         let acks = Acks::new(channel.clone());
         let settle = Arc::new(SettleChannel { channel: settle_channel, topology: self.topology.clone(), acks });
-        let deliveries = consumer
-            .map(move |delivery| {
-                let delivery = delivery.map_err(BrokerError::closed)?;
-                settle.acks.received(delivery.delivery_tag);
-                let body = bytes::Bytes::from(delivery.data);
-                Ok(Delivery {
-                    message: convert::inbound_message(body.clone(), &delivery.properties, delivery.redelivered),
-                    settle: Box::new(AmqpSettle {
-                        tag: delivery.delivery_tag,
-                        acker: delivery.acker,
-                        body,
-                        properties: delivery.properties,
-                        channel: settle.clone(),
-                    }),
-                })
-            })
-            .boxed();
-        Ok(Subscription { deliveries, control: Box::new(AmqpSubscription { connection, channel, consumer_tag }) })
+        let (sender, deliveries) = futures::channel::mpsc::unbounded();
+        let changes = PrefetchChanges::of(&self.topology);
+        let subscription = AmqpSubscription {
+            connection,
+            channel,
+            queue: self.topology.inbound.clone(),
+            changes,
+            fixed: prefetch.max,
+            current: tokio::sync::Mutex::new(None),
+            sender,
+            settle,
+        };
+        let first = if changes == PrefetchChanges::Never { prefetch.max } else { prefetch.initial };
+        subscription.consume(first).await?;
+        Ok(Subscription { deliveries: deliveries.boxed(), control: Box::new(subscription) })
     }
 }
 
+/// How a subscription's prefetch can change on RabbitMQ. A per-consumer `basic.qos` applies only
+/// to consumers started after it; a per-channel one applies at once, but quorum queues refuse
+/// it. So classic queues change the channel's limit; quorum queues start a new consumer with the
+/// new limit and cancel the old one (its deliveries stay valid: settling is per channel); and
+/// with a single active consumer nothing changes, because a new consumer would queue behind the
+/// other replicas' and hand the queue to one of them mid-stream, breaking the strict order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PrefetchChanges {
+    PerChannel,
+    NewConsumer,
+    Never,
+}
+
+impl PrefetchChanges {
+    fn of(topology: &Topology) -> Self {
+        match (topology.queue_type(), topology.single_active_consumer()) {
+            (QueueType::Classic, _) => Self::PerChannel,
+            (QueueType::Quorum, false) => Self::NewConsumer,
+            (QueueType::Quorum, true) => Self::Never,
+        }
+    }
+
+    fn qos(self) -> BasicQosOptions {
+        BasicQosOptions { global: self == Self::PerChannel }
+    }
+}
+
+/// The subscription: one consumer on the inbound queue at a time, whose deliveries are forwarded
+/// into one stream (see [`PrefetchChanges`] for why there may be a next one).
 struct AmqpSubscription {
     connection: Connection,
     channel: Channel,
-    consumer_tag: ShortString,
+    queue: String,
+    changes: PrefetchChanges,
+    /// The prefetch in force when it never changes.
+    fixed: u16,
+    /// The consumer in force: its tag, and whether its end is expected (cancelled by us).
+    current: tokio::sync::Mutex<Option<(ShortString, Arc<AtomicBool>)>>,
+    sender: futures::channel::mpsc::UnboundedSender<Result<Delivery, BrokerError>>,
+    settle: Arc<SettleChannel>,
+}
+
+impl AmqpSubscription {
+    /// Starts a consumer with `prefetch` and forwards its deliveries; cancels the one before.
+    async fn consume(&self, prefetch: u16) -> Result<(), BrokerError> {
+        let mut current = self.current.lock().await;
+        self.channel.basic_qos(prefetch, self.changes.qos()).await.map_err(failed("set the prefetch"))?;
+        let consumer = self
+            .channel
+            .basic_consume(self.queue.as_str().into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
+            .await
+            .map_err(failed("consume the inbound queue"))?;
+        let expected = Arc::new(AtomicBool::new(false));
+        let replaced = current.replace((consumer.tag(), expected.clone()));
+        tokio::spawn(forward(consumer, expected, self.sender.clone(), self.settle.clone()));
+        if let Some((tag, expected)) = replaced {
+            expected.store(true, Ordering::SeqCst);
+            self.channel.basic_cancel(tag, BasicCancelOptions::default()).await.map_err(failed("cancel a consumer"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Forwards a consumer's deliveries until it ends; an end nobody asked for (connection or
+/// channel lost, the broker cancelled the consumer) ends the subscription with an error.
+async fn forward(
+    mut consumer: lapin::Consumer,
+    expected: Arc<AtomicBool>,
+    sender: futures::channel::mpsc::UnboundedSender<Result<Delivery, BrokerError>>,
+    settle: Arc<SettleChannel>,
+) {
+    while let Some(delivery) = consumer.next().await {
+        let delivery = match delivery {
+            Ok(delivery) => delivery,
+            Err(error) => {
+                let _ = sender.unbounded_send(Err(BrokerError::closed(error)));
+                return;
+            }
+        };
+        settle.acks.received(delivery.delivery_tag);
+        let body = bytes::Bytes::from(delivery.data);
+        let forwarded = Delivery {
+            message: convert::inbound_message(body.clone(), &delivery.properties, delivery.redelivered),
+            settle: Box::new(AmqpSettle {
+                tag: delivery.delivery_tag,
+                acker: delivery.acker,
+                body,
+                properties: delivery.properties,
+                channel: settle.clone(),
+            }),
+        };
+        if sender.unbounded_send(Ok(forwarded)).is_err() {
+            return;
+        }
+    }
+    if !expected.load(Ordering::SeqCst) {
+        let ended = Cause::text("the broker ended the consumer");
+        let _ = sender.unbounded_send(Err(BrokerError::Closed(ended)));
+    }
 }
 
 #[async_trait]
 impl SubscriptionControl for AmqpSubscription {
     async fn cancel(&self) -> Result<(), BrokerError> {
+        let current = self.current.lock().await;
+        let Some((tag, expected)) = current.as_ref() else { return Ok(()) };
+        expected.store(true, Ordering::SeqCst);
         self.channel
-            .basic_cancel(self.consumer_tag.clone(), BasicCancelOptions::default())
+            .basic_cancel(tag.clone(), BasicCancelOptions::default())
             .await
             .map_err(failed("cancel the subscription"))
     }
 
-    async fn set_prefetch(&self, prefetch: u16) -> Result<(), BrokerError> {
-        let per_channel = BasicQosOptions { global: true };
-        self.channel.basic_qos(prefetch, per_channel).await.map_err(failed("change the prefetch"))
+    async fn set_prefetch(&self, prefetch: u16) -> Result<u16, BrokerError> {
+        match self.changes {
+            PrefetchChanges::PerChannel => {
+                self.channel.basic_qos(prefetch, self.changes.qos()).await.map_err(failed("change the prefetch"))?
+            }
+            PrefetchChanges::NewConsumer => {
+                let cancelled =
+                    self.current.lock().await.as_ref().is_some_and(|(_, expected)| expected.load(Ordering::SeqCst));
+                if !cancelled {
+                    self.consume(prefetch).await?;
+                }
+            }
+            PrefetchChanges::Never => return Ok(self.fixed),
+        }
+        Ok(prefetch)
     }
 
     async fn close(&self) {
+        if let Some((_, expected)) = self.current.lock().await.as_ref() {
+            expected.store(true, Ordering::SeqCst);
+        }
         // The consuming channel first, so lapin does not report it as broken by the closing
         // connection.
         let _ = self.channel.close(200, "consumer stopping".into()).await;

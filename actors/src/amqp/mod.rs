@@ -6,6 +6,7 @@
 //!   publish to a retry or dead-letter queue followed by an ack.
 //! - [`AmqpOutbound`]: the publisher's confirm-mode channel.
 //! - [`AmqpDeadLetters`]: the `dlq` commands (list, replay, purge).
+//! - [`AmqpQueueInspector`]: `inspect`, looking for one order's messages without taking any.
 //!
 //! lapin does not reconnect by itself here (its auto-recovery is left off on purpose): a lost
 //! connection ends the subscription or breaks the outbox, the owning actor stops, and its
@@ -15,6 +16,7 @@ mod config;
 mod convert;
 mod dead_letters;
 mod inbound;
+mod inspector;
 mod outbound;
 mod probe;
 mod topology;
@@ -22,6 +24,7 @@ mod topology;
 pub use config::{AmqpConfig, QueueType};
 pub use dead_letters::AmqpDeadLetters;
 pub use inbound::AmqpInbound;
+pub use inspector::AmqpQueueInspector;
 pub use outbound::AmqpOutbound;
 pub use probe::queue_depths;
 pub use topology::Topology;

@@ -52,6 +52,15 @@ impl Topology {
         }
     }
 
+    /// The type the queues are declared with (existing queues keep the type they have).
+    pub fn queue_type(&self) -> QueueType {
+        self.queue_type
+    }
+
+    pub fn single_active_consumer(&self) -> bool {
+        self.single_active_consumer
+    }
+
     /// Every queue of the topology, by name.
     pub fn queues(&self) -> Vec<String> {
         let mut queues = vec![self.inbound.clone(), self.outbound.clone(), self.dead_letter.clone()];

@@ -9,7 +9,7 @@ use crate::error::Cause;
 use crate::error::Chain;
 use crate::events::{ActorRestarted, DependencyReconnected, Event};
 use crate::health::Health;
-use crate::messaging::{BrokerError, Delivery, InboundBroker, SubscriptionControl};
+use crate::messaging::{BrokerError, Delivery, InboundBroker, Prefetch, SubscriptionControl};
 use crate::metrics::{Actor as ActorName, ActorMetrics, Metrics};
 use crate::retry::until_ok;
 use actix::prelude::*;
@@ -186,7 +186,7 @@ impl Actor for Consumer {
             return;
         }
         let broker = self.broker.clone();
-        let prefetch = self.budget.current();
+        let prefetch = Prefetch { initial: self.budget.current(), max: self.config.prefetch };
         let subscribing =
             async move { until_ok("subscribe to the inbound queue", || broker.subscribe(prefetch)).await };
         ctx.spawn(subscribing.into_actor(self).map(|subscription, act, ctx| {
@@ -249,11 +249,14 @@ impl StreamHandler<Result<Delivery, BrokerError>> for Consumer {
         if let Some(prefetch) = self.budget.received(delivery.message.body.len())
             && let Some(subscription) = self.subscription.clone()
         {
-            self.metrics().all().record_prefetch_limit(prefetch);
-            tracing::debug!(prefetch, "prefetch follows the message sizes");
+            let metrics = self.metrics().clone();
             actix::spawn(async move {
-                if let Err(error) = subscription.set_prefetch(prefetch).await {
-                    tracing::warn!(error = %Chain(&error), "could not change the prefetch");
+                match subscription.set_prefetch(prefetch).await {
+                    Ok(applied) => {
+                        tracing::debug!(prefetch = applied, "prefetch follows the message sizes");
+                        metrics.all().record_prefetch_limit(applied);
+                    }
+                    Err(error) => tracing::warn!(error = %Chain(&error), "could not change the prefetch"),
                 }
             });
         }

@@ -199,10 +199,11 @@ pub(super) fn truncate(text: &str, max_chars: usize) -> String {
     text.chars().take(max_chars).collect()
 }
 
-/// The correlation id a malformed body claims, read leniently, so its rejection can still be
-/// logged against the order it was meant to be. Only for bodies whose correlationId was not
-/// reached before the failure.
-fn claimed_correlation_id(body: &[u8]) -> Option<String> {
+/// The correlation id a body claims (`correlationId`, or `CorrelationId` as the .NET publisher
+/// writes it), read leniently: any JSON object with that key as a string, whatever else it holds
+/// or lacks. A malformed message's rejection is logged against it, and operators' tools find a
+/// message that lacks the transport's correlation id property by it.
+pub fn claimed_correlation_id(body: &[u8]) -> Option<String> {
     let value: serde_json::Value = serde_json::from_slice(body).ok()?;
     let object = value.as_object()?;
     ["correlationId", "CorrelationId"].iter().find_map(|key| object.get(*key)?.as_str()).map(|id| truncate(id, 80))

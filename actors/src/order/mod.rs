@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use uuid::Uuid;
 
-pub use decode::{InvalidOrder, MAX_BODY_BYTES, Malformation, Rejected, decode};
+pub use decode::{InvalidOrder, MAX_BODY_BYTES, Malformation, Rejected, claimed_correlation_id, decode};
 pub use digest::ContentDigest;
 
 /// The id the API edge gave the order; the key of idempotency end to end.

@@ -13,5 +13,5 @@ mod store;
 
 pub use actor::{SetStatuses, StatusWriter};
 pub use config::{StatusConfig, StatusWrites};
-pub use redis::{RedisStatusStore, client as redis_client};
+pub use redis::{RedisStatusStore, StoredStatus, client as redis_client};
 pub use store::{StatusStore, StatusStoreError};

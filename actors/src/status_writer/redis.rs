@@ -67,6 +67,33 @@ impl RedisStatusStore {
     pub fn key(&self, id: CorrelationId) -> String {
         format!("{}order:status:{id}", self.key_prefix)
     }
+
+    /// The status stored for `id` and its remaining lifetime, read without changing either (for
+    /// operators; the worker only writes).
+    pub async fn read(&self, id: CorrelationId) -> Result<Option<StoredStatus>, StatusStoreError> {
+        let key = self.key(id);
+        let unavailable = |e: fred::error::Error| StatusStoreError::Unavailable(Cause::new(e));
+        let Some(value) = self.client.get::<Option<String>, _>(&key).await.map_err(unavailable)? else {
+            return Ok(None);
+        };
+        // -1: no expiry; -2: expired between the two reads.
+        let ttl_seconds = match self.client.ttl::<i64, _>(&key).await.map_err(unavailable)? {
+            -2 => return Ok(None),
+            -1 => None,
+            seconds => Some(seconds.max(0) as u64),
+        };
+        Ok(Some(StoredStatus { key, value, ttl_seconds }))
+    }
+}
+
+/// A status key as it is in Redis. `value` is the text stored (normally a status name; shown as
+/// it is, so a corrupt value is visible too).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StoredStatus {
+    pub key: String,
+    pub value: String,
+    /// Seconds until Redis deletes the key; None when it has no expiry.
+    pub ttl_seconds: Option<u64>,
 }
 
 #[async_trait]

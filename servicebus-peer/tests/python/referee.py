@@ -197,14 +197,16 @@ def check_defer_and_receive_deferred():
 def check_schedule_and_cancel():
     with client() as sb:
         with sb.get_queue_sender(QUEUE) as sender:
-            at = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=2)
+            # Far enough ahead that opening the receiver and a first empty receive fit before it,
+            # even on a loaded machine.
+            at = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=8)
             [kept] = sender.schedule_messages(ServiceBusMessage("scheduled"), at)
             [cancelled] = sender.schedule_messages(ServiceBusMessage("cancelled"), at)
             assert kept != cancelled
             sender.cancel_scheduled_messages(cancelled)
         with sb.get_queue_receiver(QUEUE, max_wait_time=WAIT) as receiver:
             assert receive_one(receiver, wait=1) is None, "not visible before its time"
-            message = receive_one(receiver, wait=WAIT)
+            message = receive_one(receiver, wait=max(WAIT, 15))
             assert message is not None and body(message) == b"scheduled"
             assert message.sequence_number == kept
             assert message.scheduled_enqueue_time_utc is not None
