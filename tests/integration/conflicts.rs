@@ -71,7 +71,8 @@ async fn an_order_stored_before_digests_existed_keeps_the_duplicate_behaviour() 
         .unwrap();
     env.settings.migrate_on_start = true;
     let app = env.spawn_ready_app().await;
-    let digest_column = env.scalar("SELECT count(*) FROM information_schema.columns WHERE column_name = 'content_digest'");
+    let digest_column =
+        env.scalar("SELECT count(*) FROM information_schema.columns WHERE column_name = 'content_digest'");
     assert_eq!(digest_column.await, 1, "the worker applied the additive migration over the existing row");
     env.publish(order(&cid).to_string().as_bytes(), Some(&cid)).await;
     let event = env.next_message(&env.outbound()).await;
