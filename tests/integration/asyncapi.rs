@@ -1,12 +1,14 @@
 //! docs/asyncapi.yaml against the code: every inbound example decodes, the outbound example is
 //! what the publisher would send, the dead-letter examples carry exactly the headers the worker
-//! writes, and the queue names are the defaults. Schema validity of the document and of the
+//! writes (an invalid one the decoder's error, a conflict the worker's sentence), and the queue
+//! names are the defaults. Schema validity of the document and of the
 //! examples against their schemas is scripts/check-asyncapi.sh's job.
 //!
 //! `ASYNCAPI_DOC=path` reads another copy of the document (to see these tests fail on a broken one).
 
-use actors::messaging::headers;
-use actors::order::{InvalidOrder, decode};
+use actors::consumer::{Disposition, Outcome, RedeliveryPolicy, decide};
+use actors::messaging::{FailureRecord, InboundMessage, headers};
+use actors::order::{ContentDigest, InvalidOrder, OrderId, decode};
 use actors::publisher::{OrderProcessed, event_message_id};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
@@ -157,8 +159,35 @@ fn dead_letter_examples_carry_exactly_the_workers_headers() {
                     "example {name}"
                 );
             }
+            "conflict" => {
+                assert!(decoded.is_ok(), "example {name}: a conflict is a valid order");
+                let written = conflict_dead_letter(headers[headers::LAST_ERROR].as_str().unwrap());
+                assert_eq!(headers[headers::LAST_ERROR].as_str(), Some(written.error.as_str()), "example {name}");
+                assert_eq!(headers[headers::ERROR_KIND].as_str(), Some(written.kind.as_str()), "example {name}");
+            }
             _ => assert!(decoded.is_ok(), "example {name}: only invalid dead letters are invalid orders"),
         }
+    }
+    let reasons: BTreeSet<&str> = examples
+        .iter()
+        .filter_map(|(_, example, _)| example["headers"][headers::DEAD_LETTER_REASON].as_str())
+        .collect();
+    assert!(reasons.contains("conflict"), "a conflict is among the examples: {reasons:?}");
+}
+
+/// What the worker writes for a conflict with the stored order and the fields that `text` (an
+/// example's last error) names: the sentence must be the worker's, whatever the numbers.
+fn conflict_dead_letter(text: &str) -> FailureRecord {
+    let stored = text
+        .split_once("(order ")
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .and_then(|(id, _)| id.parse().ok())
+        .unwrap_or_else(|| panic!("{text:?} names no stored order"));
+    let fields = ContentDigest::FIELDS.into_iter().filter(|field| text.contains(field)).collect();
+    let outcome = Outcome::Conflict { stored: OrderId(stored), fields };
+    match decide(&outcome, &InboundMessage::default(), &RedeliveryPolicy::default(), chrono::Utc::now()) {
+        Disposition::DeadLetter(record) => record,
+        other => panic!("a conflict is dead-lettered, not {other:?}"),
     }
 }
 
