@@ -1,7 +1,8 @@
 //! Health and metrics endpoints over warp. There is no business HTTP API: orders only arrive by
 //! queue.
 //!
-//! - `GET /health/live`: 200 while the process runs.
+//! - `GET /health/live`: 200 while the process runs, 503 once an actor is gone for good (it
+//!   panicked: only a restart helps).
 //! - `GET /health/ready`: 200 once the consumer is attached to its queue, 503 before that, while
 //!   reconnecting, and from the moment draining starts.
 //! - `GET /metrics`: Prometheus text format.
@@ -32,7 +33,14 @@ pub fn routes(
     health: Health,
     metrics: Arc<MetricsExporter>,
 ) -> impl Filter<Extract = (impl warp::Reply,), Error = warp::Rejection> + Clone {
-    let live = warp::path!("health" / "live").map(|| warp::reply::with_status("live", StatusCode::OK));
+    let live_health = health.clone();
+    let live = warp::path!("health" / "live").map(move || {
+        if live_health.live() {
+            warp::reply::with_status("live", StatusCode::OK)
+        } else {
+            warp::reply::with_status("an actor is gone; restart the process", StatusCode::SERVICE_UNAVAILABLE)
+        }
+    });
     let ready = warp::path!("health" / "ready").map(move || {
         let (status, text) = if health.draining() {
             (StatusCode::SERVICE_UNAVAILABLE, "draining")

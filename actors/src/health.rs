@@ -4,8 +4,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Ready means: the consumer is attached to the inbound queue and the worker is not draining.
-/// Dependencies are deliberately not probed: a replica whose database is down still takes
-/// deliveries and hands them back for a later retry, and probing would only add load.
+/// Dependencies are deliberately not probed: a replica whose database is down pauses and holds
+/// its deliveries until the database answers, which another replica could not do better, and a
+/// readiness that follows dependencies would take every replica out at once. Live means: the
+/// process runs and no actor is gone for good (an actor that panicked is not restarted by its
+/// supervisor; the process must be, and a failing liveness probe makes Kubernetes do it).
 #[derive(Debug, Clone, Default)]
 pub struct Health(Arc<Flags>);
 
@@ -13,6 +16,7 @@ pub struct Health(Arc<Flags>);
 struct Flags {
     consumer_attached: AtomicBool,
     draining: AtomicBool,
+    broken: AtomicBool,
 }
 
 impl Health {
@@ -33,6 +37,15 @@ impl Health {
     }
 
     pub fn ready(&self) -> bool {
-        self.consumer_attached() && !self.draining()
+        self.consumer_attached() && !self.draining() && self.live()
+    }
+
+    /// An actor is gone and will not come back: only a restart of the process helps.
+    pub fn set_broken(&self) {
+        self.0.broken.store(true, Ordering::Relaxed);
+    }
+
+    pub fn live(&self) -> bool {
+        !self.0.broken.load(Ordering::Relaxed)
     }
 }

@@ -328,7 +328,8 @@ pub trait Outbox: Send + Sync {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DeadLetter {
     pub correlation_id: Option<String>,
-    /// This service's reason (`invalid`, `permanent-failure`, `retries-exhausted`), or
+    /// This service's reason ([`DeadLetterReason`]: `invalid`, `permanent-failure`,
+    /// `retries-exhausted`, `conflict`), or
     /// `broker:<reason>` for a message the broker dead-lettered itself (e.g. `broker:delivery_limit`).
     pub reason: String,
     pub error: Option<String>,

@@ -328,3 +328,43 @@ async fn a_drain_during_an_outage_hands_the_held_deliveries_back_at_once() {
     assert_eq!(broker.len(INBOUND), 1, "the held delivery is back in its queue, unsettled");
     assert_eq!(broker.take_all(INBOUND)[0].attempts(), 0, "no attempt spent");
 }
+
+/// A store whose first call panics, as a bug in an adapter would.
+struct Panicking;
+
+#[async_trait]
+impl OrderStore for Panicking {
+    async fn persist_batch(&self, _: &[Arc<ValidOrder>]) -> Result<Vec<Persisted>, OrderStoreError> {
+        panic!("a bug in the store adapter")
+    }
+
+    async fn probe(&self) -> Result<(), OrderStoreError> {
+        Ok(())
+    }
+}
+
+#[actix_rt::test]
+async fn an_actor_that_panicked_fails_liveness_instead_of_pausing_for_ever() {
+    let broker = MemoryBroker::new(INBOUND, DLQ);
+    let health = Health::default();
+    let ports = Ports {
+        inbound: Arc::new(broker.clone()),
+        outbound: Arc::new(broker.clone()),
+        orders: Arc::new(Panicking),
+        statuses: Arc::new(MemoryStatusStore::default()),
+    };
+    let worker = Worker::start(ports, WorkerConfig::default(), health.clone(), actors::Metrics::disabled());
+    let (id, _) = cid();
+    broker.send(INBOUND, StoredMessage { body: order_body(&id).into(), ..Default::default() });
+    for _ in 0..200 {
+        if !health.live() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!health.live(), "liveness fails once the processor is gone");
+    assert!(!health.ready());
+    assert_eq!(broker.len(DLQ) + broker.len(OUTBOUND), 0, "the order is neither dead-lettered nor announced");
+    worker.drain(Duration::from_secs(1)).await.unwrap();
+    assert_eq!(broker.len(INBOUND), 1, "it is back in its queue for a healthy replica");
+}

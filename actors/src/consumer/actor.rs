@@ -150,12 +150,17 @@ impl Consumer {
     fn pause(&mut self, dependency: Dependency, error: &Cause, ctx: &mut Context<Self>) {
         Paused { dependency, held: self.held.len(), error }.emit(self.metrics());
         self.paused = Some(Pause { dependency, since: Instant::now() });
-        let handler = self.handler.clone();
+        let (handler, health) = (self.handler.clone(), self.health.clone());
         let probing = async move {
             for wait in crate::retry::reconnect_backoff() {
                 tokio::time::sleep(wait).await;
                 match handler.stages.probe(dependency).await {
                     Ok(()) => return,
+                    Err(error) if !handler.stages.owner_alive(dependency) => {
+                        // Not an outage: the actor is gone, and waiting will not bring it back.
+                        tracing::error!(%dependency, error = %Chain(&error), "the actor that owns the dependency is gone; liveness fails so the process is restarted");
+                        health.set_broken();
+                    }
                     Err(error) => tracing::debug!(%dependency, error = %Chain(&error), "still does not answer"),
                 }
             }

@@ -32,12 +32,21 @@ pub struct Probes {
 impl Stages {
     /// Whether `dependency` answers now.
     pub async fn probe(&self, dependency: Dependency) -> Result<(), Cause> {
-        let actor = match dependency {
+        self.prober(dependency).send(Probe).await.unwrap_or_else(|error| Err(Cause::new(error)))
+    }
+
+    /// Whether the actor that owns `dependency` is still there (its mailbox open). One that
+    /// panicked is gone for good: its supervisor does not restart it.
+    pub fn owner_alive(&self, dependency: Dependency) -> bool {
+        self.prober(dependency).connected()
+    }
+
+    fn prober(&self, dependency: Dependency) -> &Recipient<Probe> {
+        match dependency {
             Dependency::Redis => &self.probes.status,
             Dependency::Database => &self.probes.processor,
             Dependency::Broker => &self.probes.publisher,
-        };
-        actor.send(Probe).await.unwrap_or_else(|error| Err(Cause::new(error)))
+        }
     }
 }
 
