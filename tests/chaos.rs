@@ -221,46 +221,38 @@ async fn wait_until_all_stored(env: &Sandbox, load: &Load, limit: Duration) {
     }
 }
 
-/// Redis here keeps nothing on disk; it saves once on the way down so that the statuses survive
-/// the restart, as a production Redis with persistence would, and the dump is removed afterwards.
-async fn restart_redis() {
-    sh("dir=$(redis-cli -h 127.0.0.1 config get dir | tail -n1) && echo \"$dir\" > /tmp/op-chaos-redis-dir \
-        && redis-cli -h 127.0.0.1 shutdown save || true")
-    .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    sh("dir=$(cat /tmp/op-chaos-redis-dir) && redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' \
-        --appendonly no --dir \"$dir\" && for i in $(seq 50); do redis-cli -h 127.0.0.1 ping 2>/dev/null | grep -q PONG \
-        && rm -f \"$dir/dump.rdb\" && exit 0; sleep 0.2; done; exit 1")
-    .await;
-}
-
 async fn restart_rabbitmq() {
     sh("rabbitmqctl -q stop_app").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     sh("rabbitmqctl -q start_app").await;
 }
 
-async fn restart_postgres() {
-    let version = std::fs::read_dir("/etc/postgresql").unwrap().next().unwrap().unwrap().file_name();
-    let version = version.to_string_lossy();
-    sh(&format!("pg_ctlcluster --skip-systemctl-redirect {version} main stop -m fast")).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    sh(&format!("pg_ctlcluster --skip-systemctl-redirect {version} main start")).await;
-    sh("for i in $(seq 100); do pg_isready -q -h 127.0.0.1 && exit 0; sleep 0.2; done; exit 1").await;
-}
-
-async fn terminate_database_connections(database: &str) {
+async fn terminate_database_connections(postgres: &PrivatePostgres, database: &str) {
     sh(&format!(
-        "psql -h 127.0.0.1 -U postgres -d postgres -qAtc \"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{database}'\""
+        "psql -h 127.0.0.1 -p {} -U postgres -d postgres -qAtc \"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{database}'\"",
+        postgres.port
     ))
     .await;
 }
 
+/// A sandbox on a PostgreSQL and a Redis of the test's own (to stop and start without disturbing
+/// anyone) and the shared RabbitMQ, with the test kit's short retry delays.
+async fn sandbox_on_private_servers(postgres: &PrivatePostgres, redis: &PrivateRedis) -> Sandbox {
+    let mut base = order_process::settings::Settings::default();
+    base.worker.processor.database.database_url = actors::secret::SecretUrl::new(postgres.url());
+    base.worker.status.redis_url = actors::secret::SecretUrl::new(redis.url());
+    base.amqp.amqp_url = actors::secret::SecretUrl::new(amqp_url());
+    base.worker.consumer.drain_timeout = Duration::from_secs(5);
+    Sandbox::within("test", base).await.unwrap()
+}
+
 #[actix_rt::test]
-#[ignore = "restarts the shared services; scripts/test.sh runs it alone after the rest"]
+#[ignore = "restarts the shared RabbitMQ; scripts/test.sh runs it alone after the rest"]
 async fn no_order_is_lost_or_stored_twice_while_everything_is_killed_and_restarted() {
     let started = Instant::now();
-    let env = Sandbox::for_test().await;
+    let postgres = PrivatePostgres::start().unwrap();
+    let redis = PrivateRedis::start().unwrap();
+    let env = sandbox_on_private_servers(&postgres, &redis).await;
     let mut worker = start_first_worker(&env).await;
 
     let load = load(3000);
@@ -291,15 +283,26 @@ async fn no_order_is_lost_or_stored_twice_while_everything_is_killed_and_restart
         old.kill().await;
         worker = next;
     });
-    fault!("restart Redis", restart_redis().await);
+    fault!("restart Redis", {
+        redis.stop().unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        redis.start_again().unwrap();
+    });
     fault!("SIGKILL worker", {
         let (old, next) = restart_worker(worker);
         old.kill().await;
         worker = next;
     });
     fault!("restart RabbitMQ", restart_rabbitmq().await);
-    fault!("stop PostgreSQL 3 s, start", restart_postgres().await);
-    fault!("terminate PostgreSQL connections", terminate_database_connections(&format!("op_test_{}", env.id)).await);
+    fault!("stop PostgreSQL 3 s, start", {
+        postgres.stop().unwrap();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        postgres.start_again().unwrap();
+    });
+    fault!(
+        "terminate PostgreSQL connections",
+        terminate_database_connections(&postgres, &format!("op_test_{}", env.id)).await
+    );
     fault!("SIGKILL worker", {
         let (old, next) = restart_worker(worker);
         old.kill().await;
@@ -389,11 +392,7 @@ async fn outages_many_times_longer_than_the_retry_budget_dead_letter_nothing() {
     // A PostgreSQL and a Redis of this test's own, to stop and start without disturbing anyone.
     let postgres = PrivatePostgres::start().unwrap();
     let redis = PrivateRedis::start().unwrap();
-    let mut base = order_process::settings::Settings::default();
-    base.worker.processor.database.database_url = actors::secret::SecretUrl::new(postgres.url());
-    base.worker.status.redis_url = actors::secret::SecretUrl::new(redis.url());
-    base.amqp.amqp_url = actors::secret::SecretUrl::new(amqp_url());
-    let env = Sandbox::within("test", base).await.unwrap();
+    let env = sandbox_on_private_servers(&postgres, &redis).await;
     // A retry budget of about a second: two attempts, 100 ms apart, no in-process retries.
     let mut settings = resilient(&env);
     let worker_settings = &mut settings.worker;
