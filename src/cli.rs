@@ -173,6 +173,11 @@ pub fn parse() -> Cli {
 }
 
 fn exit_naming_env(mut error: clap::Error) -> ! {
+    // clap quotes the refused value: a URL's password must not be in it.
+    if let Some(ContextValue::String(value)) = error.get(ContextKind::InvalidValue) {
+        let masked = actors::secret::redacted_list(value);
+        error.insert(ContextKind::InvalidValue, ContextValue::String(masked));
+    }
     if matches!(error.kind(), ErrorKind::InvalidValue | ErrorKind::ValueValidation)
         && let Some(ContextValue::String(flag)) = error.get(ContextKind::InvalidArg)
         && let Some(env) = env_of(flag)

@@ -4,12 +4,12 @@
 use crate::http;
 use crate::settings::Settings;
 use crate::telemetry::MetricsExporter;
+use actors::amqp::AmqpUrls;
 use actors::amqp::{AmqpInbound, AmqpOutbound, Topology};
 use actors::events::{DependencyReconnected, Event};
 use actors::processor::DatabaseConfig;
 use actors::processor::{self, SeaOrmOrderStore};
 use actors::retry::until_ok;
-use actors::secret::SecretUrl;
 use actors::status_writer::{self, RedisStatusStore};
 use actors::{Health, Metrics, Ports, Worker};
 use anyhow::Context;
@@ -79,7 +79,7 @@ impl Application {
             Arc::new(Topology::new(&worker.queues, &settings.amqp, &worker.consumer.redelivery.retry_delays));
         let url = &settings.amqp.amqp_url;
         let ports = Ports {
-            inbound: Arc::new(AmqpInbound::new(url.clone(), topology.clone())),
+            inbound: Arc::new(AmqpInbound::new(url.clone(), topology.clone(), settings.amqp.settle_confirm_timeout)),
             outbound: Arc::new(AmqpOutbound::new(url.clone(), topology.clone())),
             orders: Arc::new(SeaOrmOrderStore::new(db.clone())),
             statuses: Arc::new(RedisStatusStore::new(redis.clone(), &worker.status)),
@@ -137,7 +137,7 @@ impl Application {
 
 /// Samples the depth of the inbound and dead-letter queues, so that an alert can fire on a growing
 /// backlog or dead-letter queue. A failed sample is skipped (and logged at debug).
-async fn sample_queue_depths(url: SecretUrl, topology: Arc<Topology>, metrics: Metrics) {
+async fn sample_queue_depths(url: AmqpUrls, topology: Arc<Topology>, metrics: Metrics) {
     // The first sample after one interval: by then the consumer has declared the queues.
     let first = tokio::time::Instant::now() + QUEUE_SAMPLE_INTERVAL;
     let mut every = tokio::time::interval_at(first, QUEUE_SAMPLE_INTERVAL);

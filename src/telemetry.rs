@@ -23,7 +23,7 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use serde_json::{Map, Value};
 use std::fmt;
-use std::io::IsTerminal;
+use std::io::{self, IsTerminal};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::EnvFilter;
@@ -88,6 +88,35 @@ fn warn_on_protocol() {
     }
 }
 
+/// A `tracing_subscriber` writer factory whose writers [`actors::secret::mask`] what they are given. The
+/// formatting layers hand over each line in one write, so a password is never split between two.
+pub struct MaskingWriter<M>(pub M);
+
+/// A writer of [`MaskingWriter`].
+pub struct Masking<W>(W);
+
+impl<'a, M: tracing_subscriber::fmt::MakeWriter<'a>> tracing_subscriber::fmt::MakeWriter<'a> for MaskingWriter<M> {
+    type Writer = Masking<M::Writer>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        Masking(self.0.make_writer())
+    }
+}
+
+impl<W: io::Write> io::Write for Masking<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match std::str::from_utf8(buf) {
+            Ok(text) => self.0.write_all(actors::secret::mask(text).as_bytes())?,
+            Err(_) => self.0.write_all(actors::secret::mask(&String::from_utf8_lossy(buf)).as_bytes())?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
 /// The process-wide logging and tracing; flushes pending spans when shut down.
 pub struct Telemetry {
     tracer_provider: SdkTracerProvider,
@@ -119,9 +148,9 @@ pub fn init(format: LogFormat, default_filter: &str) -> anyhow::Result<Telemetry
     };
     let registry = tracing_subscriber::registry().with(filter).with(otel);
     if json {
-        registry.with(json_layer(std::io::stderr)).init();
+        registry.with(json_layer(MaskingWriter(std::io::stderr))).init();
     } else {
-        registry.with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).init();
+        registry.with(tracing_subscriber::fmt::layer().with_writer(MaskingWriter(std::io::stderr))).init();
     }
     if otlp {
         warn_on_protocol();
@@ -299,6 +328,14 @@ mod tests {
     use actors::{Health, Ports, Worker, WorkerConfig};
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
+
+    #[test]
+    fn the_masking_writer_masks_each_line_it_is_given() {
+        let _ = "amqp://u:Writer-Secret-2@h/%2f".parse::<actors::secret::SecretUrl>().unwrap();
+        let mut out = Vec::new();
+        io::Write::write_all(&mut Masking(&mut out), b"error: Writer-Secret-2 refused\n").unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "error: *** refused\n");
+    }
 
     #[derive(Clone, Default)]
     struct Captured(Arc<Mutex<Vec<u8>>>);

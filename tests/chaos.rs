@@ -7,12 +7,14 @@
 //! normal run and executed on their own, one at a time, by `scripts/test.sh` after the rest:
 //! `cargo nextest run --run-ignored only --test chaos --test-threads 1`.
 
+use actors::amqp::{AmqpUrls, QueueType};
+use actors::secret::SecretUrl;
 use fred::prelude::{ClientLike, KeysInterface};
 use lab::kit::private::{PrivatePostgres, PrivateRedis};
 use lab::kit::worker::*;
 use lab::kit::*;
+use lapin::BasicProperties;
 use lapin::options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
-use lapin::{BasicProperties, Connection, ConnectionProperties};
 use sea_orm::{ConnectionTrait, FromQueryResult, Statement};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -74,11 +76,22 @@ fn load(orders: usize) -> Load {
 /// Publishes every message with publisher confirms, reconnecting when the broker goes away; a
 /// message whose confirm was lost is published again (a duplicate, which is allowed).
 async fn publish_all(queue: String, messages: Vec<(Vec<u8>, String)>, pace: Duration, sent: Arc<AtomicUsize>) {
+    publish_all_to(&SecretUrl::new(amqp_url()).into(), queue, messages, pace, sent).await
+}
+
+/// [`publish_all`] to the first of `urls` that answers (a cluster's nodes).
+async fn publish_all_to(
+    urls: &AmqpUrls,
+    queue: String,
+    messages: Vec<(Vec<u8>, String)>,
+    pace: Duration,
+    sent: Arc<AtomicUsize>,
+) {
     let mut channel = None;
     for (body, cid) in messages {
         loop {
             if channel.is_none() {
-                channel = connect_confirming().await;
+                channel = connect_confirming(urls).await;
             }
             let Some(ch) = &channel else {
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -101,8 +114,8 @@ async fn publish_all(queue: String, messages: Vec<(Vec<u8>, String)>, pace: Dura
     }
 }
 
-async fn connect_confirming() -> Option<lapin::Channel> {
-    let connection = Connection::connect(&amqp_url(), ConnectionProperties::default()).await.ok()?;
+async fn connect_confirming(urls: &AmqpUrls) -> Option<lapin::Channel> {
+    let connection = connect_any(urls).await.ok()?;
     let channel = connection.create_channel().await.ok()?;
     channel.confirm_select(ConfirmSelectOptions::default()).await.ok()?;
     std::mem::forget(connection); // lives as long as its channel is used
@@ -146,7 +159,7 @@ async fn observe(env: &Sandbox, load: &Load, worker: &order_process::settings::S
         let status: Option<String> = redis.get(env.status_key(cid)).await.unwrap();
         statuses.insert(cid.clone(), status);
     }
-    let connection = Connection::connect(&amqp_url(), ConnectionProperties::default()).await.unwrap();
+    let connection = env.broker().await.unwrap();
     let channel = connection.create_channel().await.unwrap();
     let mut events: HashMap<String, Vec<i64>> = HashMap::new();
     while let Some(m) = channel.basic_get(env.outbound().into(), BasicGetOptions { no_ack: true }).await.unwrap() {
@@ -241,7 +254,7 @@ async fn sandbox_on_private_servers(postgres: &PrivatePostgres, redis: &PrivateR
     let mut base = order_process::settings::Settings::default();
     base.worker.processor.database.database_url = actors::secret::SecretUrl::new(postgres.url());
     base.worker.status.redis_url = actors::secret::SecretUrl::new(redis.url());
-    base.amqp.amqp_url = actors::secret::SecretUrl::new(amqp_url());
+    base.amqp.amqp_url = SecretUrl::new(amqp_url()).into();
     base.worker.consumer.drain_timeout = Duration::from_secs(5);
     Sandbox::within("test", base).await.unwrap()
 }
@@ -459,4 +472,158 @@ async fn outages_many_times_longer_than_the_retry_budget_dead_letter_nothing() {
         load.valid.len()
     );
     env.cleanup().await;
+}
+
+/// The private 3-node cluster of `scripts/rabbitmq-cluster.sh`, stopped when dropped.
+struct Cluster {
+    urls: AmqpUrls,
+}
+
+impl Cluster {
+    fn script() -> std::process::Command {
+        std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/rabbitmq-cluster.sh"))
+    }
+
+    /// Runs `scripts/rabbitmq-cluster.sh ARGS`; its stdout.
+    fn run(args: &[&str]) -> String {
+        let output = Self::script().args(args).output().expect("scripts/rabbitmq-cluster.sh runs");
+        assert!(output.status.success(), "rabbitmq-cluster.sh {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    }
+
+    fn start() -> Self {
+        Self { urls: Self::run(&["start"]).parse().expect("the script prints AMQP URLs") }
+    }
+
+    /// The node (1-3) listening on `host:port`.
+    fn node_of(host_port: &str) -> usize {
+        let port: usize = host_port.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).expect("host:port");
+        port - 5680
+    }
+
+    fn leader(queue: &str) -> usize {
+        Self::run(&["leader", queue]).parse().expect("a node number")
+    }
+
+    /// The type of each queue, as the broker reports it.
+    fn queue_types() -> HashMap<String, String> {
+        let listed = Self::run(&["ctl", "1", "rabbitmqctl", "-q", "list_queues", "name", "type"]);
+        listed
+            .lines()
+            .filter_map(|line| line.split_once('\t'))
+            .map(|(name, kind)| (name.to_owned(), kind.trim().to_owned()))
+            .collect()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Self::script().arg("stop").output();
+    }
+}
+
+/// The node of each "connected to the broker" line of the worker's consumer, in order.
+fn consumer_nodes(log: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line["message"] == "connected to the broker" && line["role"] == "consumer")
+        .filter_map(|line| line["node"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[actix_rt::test]
+#[ignore = "starts a private 3-node RabbitMQ cluster and kills its nodes; scripts/test.sh runs it alone after the rest"]
+async fn a_cluster_losing_the_node_of_the_worker_twice_loses_nothing() {
+    const RESUME_WITHIN: Duration = Duration::from_secs(30);
+    let started = Instant::now();
+    let cluster = Cluster::start();
+    eprintln!("[chaos] {:>6.1}s cluster up", started.elapsed().as_secs_f64());
+    let mut base = order_process::settings::Settings::default();
+    base.worker.processor.database.database_url = SecretUrl::new(format!("{}/postgres", server_url()));
+    base.worker.status.redis_url = SecretUrl::new(redis_url());
+    base.amqp.amqp_url = cluster.urls.clone();
+    base.amqp.queue_type = QueueType::Quorum;
+    let env = Sandbox::within("test", base).await.unwrap();
+    let settings = resilient(&env);
+    let binary = worker_binary().unwrap();
+    let worker = WorkerProcess::spawn(&binary, &settings, Some("info"), log_path(&env, 1)).unwrap();
+    worker.ready(Duration::from_secs(30)).await.unwrap();
+    assert_eq!(consumer_nodes(&worker.log), ["127.0.0.1:5681"], "the first URL answers first");
+    assert_eq!(Cluster::leader(&env.inbound()), 1, "the queues lead where they were declared");
+    let types = Cluster::queue_types();
+    for queue in env.queues() {
+        assert_eq!(types.get(&queue).map(String::as_str), Some("quorum"), "{queue} is a quorum queue");
+    }
+
+    let load = load(1500);
+    let total = load.messages.len();
+    let sent = Arc::new(AtomicUsize::new(0));
+    let urls = cluster.urls.clone();
+    let (queue, messages, pace) = (env.inbound(), load.messages.clone(), Duration::from_millis(12));
+    let publisher = tokio::spawn({
+        let sent = sent.clone();
+        async move { publish_all_to(&urls, queue, messages, pace, sent).await }
+    });
+    let stored = || async { env.scalar("SELECT count(*) FROM orders").await };
+
+    let mut resumed_after = Vec::new();
+    for round in 1..=2 {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let nodes = consumer_nodes(&worker.log);
+        let node = Cluster::node_of(nodes.last().expect("the consumer is connected"));
+        let leader = Cluster::leader(&env.inbound());
+        let before = stored().await;
+        Cluster::run(&["kill", &node.to_string()]);
+        let killed = Instant::now();
+        eprintln!(
+            "[chaos] {:>6.1}s SIGKILL node {node} (the worker's; the leader is node {leader}; {before} stored, {} of {total} sent)",
+            started.elapsed().as_secs_f64(),
+            sent.load(Ordering::SeqCst)
+        );
+        // Resumed: the consumer connected to another node, and orders are stored again.
+        let (reconnected, resumed) = loop {
+            let nodes_now = consumer_nodes(&worker.log);
+            if nodes_now.len() > nodes.len() && stored().await > before {
+                break (nodes_now.last().cloned().unwrap(), killed.elapsed());
+            }
+            assert!(killed.elapsed() < RESUME_WITHIN, "not resumed {RESUME_WITHIN:?} after losing node {node}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_ne!(Cluster::node_of(&reconnected), node, "reconnected to a survivor");
+        eprintln!(
+            "[chaos] {:>6.1}s round {round}: consuming from {reconnected} and storing again {:.1}s after the kill",
+            started.elapsed().as_secs_f64(),
+            resumed.as_secs_f64()
+        );
+        resumed_after.push((node, leader, resumed));
+        // Back to three nodes, so that the next loss leaves a quorum.
+        Cluster::run(&["restart", &node.to_string()]);
+        eprintln!("[chaos] {:>6.1}s node {node} back", started.elapsed().as_secs_f64());
+    }
+    assert!(resumed_after.iter().any(|(node, leader, _)| node == leader), "the leader's node was killed once");
+
+    publisher.await.unwrap();
+    eprintln!("[chaos] {:>6.1}s all {total} messages published", started.elapsed().as_secs_f64());
+    wait_until_all_stored(&env, &load, Duration::from_secs(60)).await;
+    let (code, _) = worker.terminate().await;
+    assert_eq!(code, Some(0), "the worker never exited, and stops cleanly");
+    let seen = observe(&env, &load, &settings).await;
+    let checks = check_invariants(&load, &seen);
+    eprintln!(
+        "[chaos] PASS in {:.1}s: two node losses under load ({}), {} orders once each, an event each, {checks} invariant checks passed",
+        started.elapsed().as_secs_f64(),
+        resumed_after
+            .iter()
+            .map(|(node, leader, after)| format!(
+                "node {node} (leader {leader}) resumed after {:.1}s",
+                after.as_secs_f64()
+            ))
+            .collect::<Vec<_>>()
+            .join(", "),
+        load.valid.len()
+    );
+    env.cleanup().await;
+    drop(cluster);
 }

@@ -55,8 +55,9 @@ pub mod headers {
     pub const LAST_ERROR: &str = "x-order-process-last-error";
     /// Why the message is in the dead-letter queue.
     pub const DEAD_LETTER_REASON: &str = "x-order-process-reason";
-    /// On a replayed copy: the `user_id` of the original, which the copy cannot carry (RabbitMQ
-    /// refuses a `user_id` other than the publishing connection's user).
+    /// On a copy this service published (retried, dead-lettered or replayed): the `user_id` of
+    /// the original, which the copy cannot carry (RabbitMQ refuses a `user_id` other than the
+    /// publishing connection's user).
     pub const ORIGINAL_USER_ID: &str = "x-order-process-original-user-id";
 }
 
@@ -208,6 +209,9 @@ pub enum BrokerError {
     Closed(#[source] Cause),
     #[error("broker refused the message (negative confirm)")]
     Nacked,
+    /// The broker did not confirm a publish in time; whether it took the message is unknown.
+    #[error("the broker did not confirm the message within {0:?}")]
+    Unconfirmed(Duration),
     #[error("no queue took the message (destination {0:?} missing?)")]
     Unroutable(String),
     /// The broker refused an operation (`what`).
@@ -245,6 +249,7 @@ impl crate::retry::Classify for BrokerError {
             Self::Connection { .. } => "connection",
             Self::Closed(_) => "closed",
             Self::Nacked => "nacked",
+            Self::Unconfirmed(_) => "unconfirmed",
             Self::Unroutable(_) => "unroutable",
             Self::Protocol { .. } => "protocol",
         }

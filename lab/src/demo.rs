@@ -93,7 +93,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 /// The first configured service that does not answer, if any.
 async fn first_unreachable(settings: &Settings) -> Option<String> {
     let services = [
-        ("RabbitMQ", settings.amqp.amqp_url.expose(), 5672),
+        ("RabbitMQ", settings.amqp.amqp_url.first().expose(), 5672),
         ("PostgreSQL", settings.worker.processor.database.database_url.expose(), 5432),
         ("Redis", settings.worker.status.redis_url.expose(), 6379),
     ];
@@ -169,7 +169,7 @@ async fn with_services(settings: Settings, load: &Load) -> anyhow::Result<Run> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let events = crate::traffic::EventCounter::default();
-    events.consume(sandbox.settings.amqp.amqp_url.expose(), &sandbox.outbound()).await?;
+    events.consume(sandbox.settings.amqp.amqp_url.first().expose(), &sandbox.outbound()).await?;
     let before = app.metrics_text();
     let started = Instant::now();
     crate::traffic::publish_all(&sandbox.channel, &sandbox.inbound(), load.messages.iter().cloned()).await?;

@@ -14,3 +14,4 @@ mod observability;
 mod pipeline;
 mod scale;
 mod settings_docs;
+mod settle;

@@ -54,20 +54,17 @@ pub fn merge_headers<'a>(
     table
 }
 
-/// A copy of `properties` without a per-message TTL, which would let a moved message expire out
-/// of a queue that has nowhere to send it (lapin offers no way to clear one field).
-pub fn without_expiration(p: &BasicProperties) -> BasicProperties {
-    copy_of(p, true)
-}
-
-/// [`without_expiration`], and without `user_id`: for a copy published by another connection
-/// than the original's, since RabbitMQ refuses a `user_id` that is not the publishing
-/// connection's user (406 PRECONDITION_FAILED, which closes the channel).
-pub fn without_expiration_or_user_id(p: &BasicProperties) -> BasicProperties {
-    copy_of(p, false)
-}
-
-fn copy_of(p: &BasicProperties, keep_user_id: bool) -> BasicProperties {
+/// The properties of a copy of a message that this service publishes itself (to a retry or
+/// dead-letter queue, or replayed from the DLQ), with `headers`:
+/// - without a per-message TTL, which would let a moved message expire out of a queue that has
+///   nowhere to send it (lapin offers no way to clear one field);
+/// - without `user_id`, which RabbitMQ refuses unless it is the publishing connection's user
+///   (406 PRECONDITION_FAILED, which closes the channel). The original's user id is kept in the
+///   header [`headers::ORIGINAL_USER_ID`], for the record (replacing an older one).
+pub fn copy_properties(p: &BasicProperties, mut headers: FieldTable) -> BasicProperties {
+    if let Some(user) = p.user_id() {
+        headers.insert(headers::ORIGINAL_USER_ID.into(), AMQPValue::LongString(user.as_str().into()));
+    }
     let mut copy = BasicProperties::default();
     macro_rules! keep {
         ($($get:ident => $set:ident),* $(,)?) => {
@@ -77,7 +74,6 @@ fn copy_of(p: &BasicProperties, keep_user_id: bool) -> BasicProperties {
     keep!(
         content_type => with_content_type,
         content_encoding => with_content_encoding,
-        headers => with_headers,
         delivery_mode => with_delivery_mode,
         priority => with_priority,
         correlation_id => with_correlation_id,
@@ -88,10 +84,7 @@ fn copy_of(p: &BasicProperties, keep_user_id: bool) -> BasicProperties {
         app_id => with_app_id,
         cluster_id => with_cluster_id,
     );
-    if keep_user_id && let Some(user) = p.user_id() {
-        copy = copy.with_user_id(user.clone());
-    }
-    copy
+    copy.with_headers(headers)
 }
 
 /// The failure history in a message's headers: this service's `x-order-process-*` headers, or,
@@ -137,4 +130,36 @@ fn broker_death(table: Option<&FieldTable>) -> Option<(String, u32)> {
         _ => 1,
     };
     Some((reason, count))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copy_drops_the_ttl_and_the_user_id_and_keeps_the_user_id_as_a_header() {
+        let original = BasicProperties::default()
+            .with_user_id("alice".into())
+            .with_expiration("1000".into())
+            .with_correlation_id("c-1".into())
+            .with_delivery_mode(2);
+        let mut headers = FieldTable::default();
+        headers.insert("x-kept".into(), AMQPValue::LongLongInt(7));
+
+        let copy = copy_properties(&original, headers);
+
+        assert_eq!(copy.user_id(), &None);
+        assert_eq!(copy.expiration(), &None);
+        assert_eq!(copy.correlation_id().as_ref().map(|c| c.as_str()), Some("c-1"));
+        assert_eq!(copy.delivery_mode(), &Some(2));
+        let headers = copy.headers().as_ref().unwrap().inner();
+        assert_eq!(headers.get("x-kept"), Some(&AMQPValue::LongLongInt(7)));
+        assert_eq!(headers.get(headers::ORIGINAL_USER_ID), Some(&AMQPValue::LongString("alice".into())));
+    }
+
+    #[test]
+    fn a_copy_of_a_message_without_user_id_records_none() {
+        let copy = copy_properties(&BasicProperties::default(), FieldTable::default());
+        assert!(copy.headers().as_ref().unwrap().inner().get(headers::ORIGINAL_USER_ID).is_none());
+    }
 }

@@ -1,11 +1,11 @@
+use super::AmqpUrls;
 use super::outbound::publish_confirmed;
 use super::{Topology, connect, convert, failed};
 use crate::messaging::{BrokerError, DeadLetter, DeadLetterQueue, headers, message_correlation_id};
-use crate::secret::SecretUrl;
 use async_trait::async_trait;
 use lapin::message::BasicGetMessage;
 use lapin::options::{BasicAckOptions, BasicGetOptions, ConfirmSelectOptions, QueueDeclareOptions, QueuePurgeOptions};
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use std::sync::Arc;
 
@@ -14,12 +14,12 @@ use std::sync::Arc;
 /// quorum queue RabbitMQ 3.10 puts more than a few returned messages back in another order, and
 /// counts each look as a delivery (see `docs/runbook.md`, "Looking into quorum queues").
 pub struct AmqpDeadLetters {
-    url: SecretUrl,
+    url: AmqpUrls,
     topology: Arc<Topology>,
 }
 
 impl AmqpDeadLetters {
-    pub fn new(url: SecretUrl, topology: Arc<Topology>) -> Self {
+    pub fn new(url: AmqpUrls, topology: Arc<Topology>) -> Self {
         Self { url, topology }
     }
 
@@ -73,13 +73,8 @@ impl DeadLetterQueue for AmqpDeadLetters {
                 continue;
             }
             let delivery = &message.delivery;
-            let mut headers = without_failure_history(delivery.properties.headers().as_ref());
-            if let Some(user) = delivery.properties.user_id() {
-                headers.insert(headers::ORIGINAL_USER_ID.into(), AMQPValue::LongString(user.as_str().into()));
-            }
-            // Published by this tool's connection, so without the original's user_id, which
-            // RabbitMQ would refuse (406) unless it is this connection's user.
-            let properties = convert::without_expiration_or_user_id(&delivery.properties).with_headers(headers);
+            let headers = without_failure_history(delivery.properties.headers().as_ref());
+            let properties = convert::copy_properties(&delivery.properties, headers);
             publish_confirmed(&channel, &self.topology.inbound, &delivery.data, properties).await?;
             delivery.acker.ack(BasicAckOptions::default()).await.map_err(BrokerError::closed)?;
             moved += 1;

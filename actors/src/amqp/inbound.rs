@@ -1,41 +1,137 @@
+//! The consumer's side of RabbitMQ: the subscription to the inbound queue, and how each delivery
+//! is settled.
+//!
+//! What settling guarantees: a delivery leaves the inbound queue only by an ack, and a failed one
+//! is acked only once the broker confirmed its copy on a retry or dead-letter queue. When the
+//! copy cannot be placed (the queue was deleted, the broker refused or nacked it, no confirm in
+//! time, the settling channel closed), the topology is declared again and the copy tried again
+//! ([`REPLACE_ATTEMPTS`]); when that fails too, the delivery is handed back to the inbound queue
+//! un-acked after a pause that grows while it lasts ([`HAND_BACK_PAUSE`]). It is never rejected
+//! into the queue's own dead-letter exchange, which is at-most-once on a classic queue and loses
+//! the message when the DLQ is gone. The settling channel, once closed by the broker (a 406 on one
+//! copy), is opened again for the next, so one bad message never stops the others' retries and
+//! dead letters.
+
+use super::AmqpUrls;
 use super::outbound::publish_confirmed;
 use super::{QueueType, Topology, connect, convert, failed};
-use crate::error::Cause;
+use crate::error::{Cause, Chain};
 use crate::messaging::{
     BrokerError, Delivery, FailureRecord, InboundBroker, Prefetch, Settle, Subscription, SubscriptionControl,
 };
-use crate::secret::SecretUrl;
 use async_trait::async_trait;
 use futures::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
-    ConfirmSelectOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, ConfirmSelectOptions,
 };
 use lapin::types::{FieldTable, ShortString};
 use lapin::{Acker, BasicProperties, Channel, Connection};
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 /// Subscribes the consumer to the inbound queue.
 pub struct AmqpInbound {
-    url: SecretUrl,
+    url: AmqpUrls,
     topology: Arc<Topology>,
+    confirm_timeout: Duration,
 }
 
 impl AmqpInbound {
-    pub fn new(url: SecretUrl, topology: Arc<Topology>) -> Self {
-        Self { url, topology }
+    /// `confirm_timeout` bounds the wait for each confirm of a copy to a retry or dead-letter
+    /// queue.
+    pub fn new(url: AmqpUrls, topology: Arc<Topology>, confirm_timeout: Duration) -> Self {
+        Self { url, topology, confirm_timeout }
     }
 }
+
+/// Attempts at placing a copy: the first, then one after each declaration of the topology.
+const REPLACE_ATTEMPTS: u32 = 3;
+/// The pause before a delivery whose copy could not be placed goes back to the inbound queue:
+/// the first, doubling with each such delivery in a row, up to the last; back to the first once
+/// a copy is placed. It keeps a broker that refuses every copy from being asked in a hot loop.
+const HAND_BACK_PAUSE: (Duration, Duration) = (Duration::from_millis(200), Duration::from_secs(5));
 
 /// What a delivery needs to settle itself: the confirm-mode channel used to move messages to a
 /// retry or dead-letter queue, where those are, and the acks of the consuming channel.
 struct SettleChannel {
-    channel: Channel,
+    connection: Arc<Connection>,
+    /// Opened again on `connection` when the broker closed it.
+    channel: tokio::sync::Mutex<Channel>,
     topology: Arc<Topology>,
+    confirm_timeout: Duration,
+    /// Deliveries handed back in a row because no copy could be placed.
+    handed_back: AtomicU32,
     acks: Acks,
+}
+
+impl SettleChannel {
+    async fn open(connection: &Connection) -> Result<Channel, BrokerError> {
+        let channel = connection.create_channel().await.map_err(failed("open the settling channel"))?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(failed("enable publisher confirms"))?;
+        Ok(channel)
+    }
+
+    /// The settling channel, opened again if the broker closed it.
+    async fn channel(&self) -> Result<Channel, BrokerError> {
+        let mut channel = self.channel.lock().await;
+        if !channel.status().connected() {
+            *channel = Self::open(&self.connection).await?;
+            tracing::warn!(channel = channel.id(), "settling channel reopened (the broker had closed it)");
+        }
+        Ok(channel.clone())
+    }
+
+    /// Publishes `body` to `queue` and waits for the broker's confirm, at most `confirm_timeout`;
+    /// when that fails, declares the topology again and retries, [`REPLACE_ATTEMPTS`] in all.
+    async fn place(&self, queue: &str, body: &[u8], properties: &BasicProperties) -> Result<(), BrokerError> {
+        let mut attempt = 1;
+        loop {
+            let placed = match self.channel().await {
+                Ok(channel) => {
+                    let publish = publish_confirmed(&channel, queue, body, properties.clone());
+                    tokio::time::timeout(self.confirm_timeout, publish)
+                        .await
+                        .unwrap_or(Err(BrokerError::Unconfirmed(self.confirm_timeout)))
+                }
+                Err(error) => Err(error),
+            };
+            let error = match placed {
+                Ok(()) => {
+                    self.handed_back.store(0, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Err(error) if attempt >= REPLACE_ATTEMPTS => return Err(error),
+                Err(error) => error,
+            };
+            tracing::warn!(queue, attempt, error = %Chain(&error), "could not place a copy; declaring the topology again");
+            if let Err(declaring) = self.declare().await {
+                tracing::warn!(error = %Chain(&declaring), "could not declare the topology");
+            }
+            attempt += 1;
+        }
+    }
+
+    async fn declare(&self) -> Result<(), BrokerError> {
+        self.topology.declare(&self.channel().await?).await
+    }
+
+    /// Hands the delivery back to the inbound queue, un-acked, after the pause of
+    /// [`HAND_BACK_PAUSE`].
+    async fn hand_back(&self, tag: u64, acker: &Acker) {
+        let (first, longest) = HAND_BACK_PAUSE;
+        let in_a_row = self.handed_back.fetch_add(1, Ordering::Relaxed);
+        let pause = first.saturating_mul(1 << in_a_row.min(16)).min(longest);
+        tracing::warn!(
+            pause_ms = pause.as_millis() as u64,
+            "no copy could be placed: the message goes back to the inbound queue"
+        );
+        tokio::time::sleep(pause).await;
+        // If this fails too, the channel is gone, and the broker requeues the message itself.
+        let _ = acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+        let _ = self.acks.released(tag).await;
+    }
 }
 
 /// Acks the deliveries of one channel with as few frames as possible. An ack with `multiple` set
@@ -108,18 +204,20 @@ impl InboundBroker for AmqpInbound {
     }
 
     async fn subscribe(&self, prefetch: Prefetch) -> Result<Subscription, BrokerError> {
-        let connection = connect(&self.url, "consumer").await?;
+        let connection = Arc::new(connect(&self.url, "consumer").await?);
         let channel = connection.create_channel().await.map_err(failed("open the consuming channel"))?;
         self.topology.declare(&channel).await?;
         // A separate channel for republishing: confirm mode applies to a whole channel, and the
         // consuming channel's flow must not wait on confirms.
-        let settle_channel = connection.create_channel().await.map_err(failed("open the settling channel"))?;
-        settle_channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(failed("enable publisher confirms"))?;
-        let acks = Acks::new(channel.clone());
-        let settle = Arc::new(SettleChannel { channel: settle_channel, topology: self.topology.clone(), acks });
+        let settle_channel = SettleChannel::open(&connection).await?;
+        let settle = Arc::new(SettleChannel {
+            connection: connection.clone(),
+            channel: tokio::sync::Mutex::new(settle_channel),
+            topology: self.topology.clone(),
+            confirm_timeout: self.confirm_timeout,
+            handed_back: AtomicU32::new(0),
+            acks: Acks::new(channel.clone()),
+        });
         let (sender, deliveries) = futures::channel::mpsc::unbounded();
         let changes = PrefetchChanges::of(&self.topology);
         let subscription = AmqpSubscription {
@@ -168,7 +266,7 @@ impl PrefetchChanges {
 /// The subscription: one consumer on the inbound queue at a time, whose deliveries are forwarded
 /// into one stream (see [`PrefetchChanges`] for why there may be a next one).
 struct AmqpSubscription {
-    connection: Connection,
+    connection: Arc<Connection>,
     channel: Channel,
     queue: String,
     changes: PrefetchChanges,
@@ -289,13 +387,25 @@ struct AmqpSettle {
 
 impl AmqpSettle {
     /// Publishes a copy of the message, body and headers intact plus `failure`'s headers, to
-    /// `queue`, and acks the original once the broker confirmed the copy. At-least-once: a crash
-    /// between the two leaves both, and the copy is processed idempotently.
-    async fn move_to(&self, queue: &str, failure: &FailureRecord) -> Result<(), BrokerError> {
-        let headers = convert::merge_headers(self.properties.headers().as_ref(), failure.headers());
-        let properties = convert::without_expiration(&self.properties).with_headers(headers);
-        publish_confirmed(&self.channel.channel, queue, &self.body, properties).await?;
-        self.channel.acks.ack(self.tag).await
+    /// `queue`, and acks the original once the broker confirmed the copy; hands it back to the
+    /// inbound queue when no copy could be placed. At-least-once: a crash between the copy and
+    /// the ack leaves both, and the copy is processed idempotently.
+    async fn move_to(&self, queue: Option<&str>, failure: &FailureRecord) -> Result<(), BrokerError> {
+        let placed = match queue {
+            Some(queue) => {
+                let headers = convert::merge_headers(self.properties.headers().as_ref(), failure.headers());
+                let properties = convert::copy_properties(&self.properties, headers);
+                self.channel.place(queue, &self.body, &properties).await
+            }
+            None => Err(BrokerError::Protocol { what: "find a retry queue (none is configured)".into(), cause: None }),
+        };
+        match placed {
+            Ok(()) => self.channel.acks.ack(self.tag).await,
+            Err(error) => {
+                self.channel.hand_back(self.tag, &self.acker).await;
+                Err(error)
+            }
+        }
     }
 }
 
@@ -306,27 +416,10 @@ impl Settle for AmqpSettle {
     }
 
     async fn retry_later(self: Box<Self>, delay: Duration, failure: &FailureRecord) -> Result<(), BrokerError> {
-        let moved = match self.channel.topology.retry_queue_for(delay) {
-            Some(queue) => self.move_to(queue, failure).await,
-            None => Err(BrokerError::Protocol { what: "find a retry queue (none is configured)".into(), cause: None }),
-        };
-        if moved.is_err() {
-            // The broker would not take the copy: hand the original back instead, so it is
-            // neither lost nor held.
-            let _ = self.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
-            let _ = self.channel.acks.released(self.tag).await;
-        }
-        moved
+        self.move_to(self.channel.topology.retry_queue_for(delay), failure).await
     }
 
     async fn dead_letter(self: Box<Self>, failure: &FailureRecord) -> Result<(), BrokerError> {
-        let moved = self.move_to(&self.channel.topology.dead_letter, failure).await;
-        if moved.is_err() {
-            // Without our copy the queue's own dead-letter exchange still moves it to the DLQ
-            // (with the broker's x-death header instead of our reason).
-            self.acker.reject(BasicRejectOptions { requeue: false }).await.map_err(BrokerError::closed)?;
-            let _ = self.channel.acks.released(self.tag).await;
-        }
-        moved
+        self.move_to(Some(&self.channel.topology.dead_letter), failure).await
     }
 }

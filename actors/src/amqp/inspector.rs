@@ -21,13 +21,13 @@
 //! first message fetched, and the look stops there, with that one message handed back to the
 //! head (where a single returned message goes).
 
+use super::AmqpUrls;
 use super::config::QueueType;
 use super::{Topology, connect, convert, failed};
 use crate::messaging::{
     BrokerError, QueueInspector, QueueRole, QueueScan, QueueSearch, Sighting, message_correlation_id,
     same_correlation_id,
 };
-use crate::secret::SecretUrl;
 use async_trait::async_trait;
 use lapin::Connection;
 use lapin::options::{BasicGetOptions, QueueDeclareOptions};
@@ -43,12 +43,12 @@ const QUORUM_NOTE: &str = "quorum queue: not looked into (RabbitMQ returns fetch
 
 /// [`QueueInspector`] on RabbitMQ: the inbound, retry and dead-letter queues of a [`Topology`].
 pub struct AmqpQueueInspector {
-    url: SecretUrl,
+    url: AmqpUrls,
     topology: Arc<Topology>,
 }
 
 impl AmqpQueueInspector {
-    pub fn new(url: SecretUrl, topology: Arc<Topology>) -> Self {
+    pub fn new(url: AmqpUrls, topology: Arc<Topology>) -> Self {
         Self { url, topology }
     }
 

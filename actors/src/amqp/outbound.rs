@@ -1,6 +1,6 @@
+use super::AmqpUrls;
 use super::{Topology, connect, convert, failed};
 use crate::messaging::{BrokerError, HeaderValue, OutboundBroker, OutboundMessage, Outbox};
-use crate::secret::SecretUrl;
 use async_trait::async_trait;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, Confirmation, Connection};
@@ -8,12 +8,12 @@ use std::sync::Arc;
 
 /// Opens the publisher's connection and confirm-mode channel.
 pub struct AmqpOutbound {
-    url: SecretUrl,
+    url: AmqpUrls,
     topology: Arc<Topology>,
 }
 
 impl AmqpOutbound {
-    pub fn new(url: SecretUrl, topology: Arc<Topology>) -> Self {
+    pub fn new(url: AmqpUrls, topology: Arc<Topology>) -> Self {
         Self { url, topology }
     }
 }

@@ -295,7 +295,7 @@ async fn measure(bench: &Bench) -> anyhow::Result<Report> {
     let args = &bench.args;
     let consumer = &args.settings.worker.consumer;
     let (batch_size, prefetch) = (consumer.batch_size, consumer.prefetch);
-    let amqp_url = args.settings.amqp.amqp_url.expose();
+    let amqp_url = args.settings.amqp.amqp_url.first().expose();
     eprintln!("[bench] ceiling: AMQP relay of {} messages", args.ceiling_orders);
     let relay =
         ceilings::amqp_relay(amqp_url, &format!("bench.{}", bench.sandbox.id), args.ceiling_orders, prefetch).await?;

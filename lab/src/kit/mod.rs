@@ -12,7 +12,7 @@ pub mod child;
 pub mod private;
 pub mod worker;
 
-use actors::amqp::Topology;
+use actors::amqp::{AmqpUrls, Topology};
 use actors::config::Durations;
 use actors::secret::SecretUrl;
 use anyhow::Context;
@@ -57,7 +57,7 @@ impl Sandbox {
     pub async fn for_test() -> Self {
         let mut base = Settings::default();
         base.worker.processor.database.database_url = SecretUrl::new(format!("{}/postgres", server_url()));
-        base.amqp.amqp_url = SecretUrl::new(amqp_url());
+        base.amqp.amqp_url = SecretUrl::new(amqp_url()).into();
         base.worker.status.redis_url = SecretUrl::new(redis_url());
         base.worker.consumer.redelivery.retry_delays = Durations(vec![Duration::from_millis(200)]);
         base.worker.consumer.drain_timeout = Duration::from_secs(5);
@@ -86,7 +86,7 @@ impl Sandbox {
         settings.http.http_addr = "127.0.0.1:0".parse()?;
 
         let db = Database::connect(&database_url).await?;
-        let amqp_url = settings.amqp.amqp_url.expose();
+        let amqp_url = settings.amqp.amqp_url.first().expose();
         let amqp =
             Connection::connect(amqp_url, ConnectionProperties::default()).await.context("RabbitMQ (AMQP_URL)")?;
         let channel = amqp.create_channel().await?;
@@ -160,10 +160,16 @@ impl Sandbox {
         .await
     }
 
+    /// A fresh connection to the first of the sandbox's broker URLs that answers: it works after
+    /// a broker restart, and on a cluster that lost a node.
+    pub async fn broker(&self) -> anyhow::Result<Connection> {
+        connect_any(&self.settings.amqp.amqp_url).await
+    }
+
     /// Messages ready on `queue` (declared passively: the queue must exist). Over a fresh
     /// connection, so it works after a broker restart too.
     pub async fn ready_count(&self, queue: &str) -> u32 {
-        let connection = Connection::connect(&amqp_url(), ConnectionProperties::default()).await.unwrap();
+        let connection = self.broker().await.unwrap();
         let channel = connection.create_channel().await.unwrap();
         let options = QueueDeclareOptions { passive: true, ..Default::default() };
         let count = channel.queue_declare(queue.into(), options, FieldTable::default()).await.unwrap().message_count();
@@ -235,7 +241,7 @@ impl Sandbox {
     pub async fn cleanup_but_keep_database(self) {
         let queues = self.queues();
         // A fresh connection: the test's own may have died with a broker restart.
-        if let Ok(connection) = Connection::connect(&amqp_url(), ConnectionProperties::default()).await
+        if let Ok(connection) = self.broker().await
             && let Ok(channel) = connection.create_channel().await
         {
             for queue in queues {
@@ -259,6 +265,20 @@ impl Sandbox {
         }
         let _ = self.db.close().await;
     }
+}
+
+/// A connection to the first of `urls` that answers.
+pub async fn connect_any(urls: &AmqpUrls) -> anyhow::Result<Connection> {
+    let mut last = None;
+    for url in urls.iter() {
+        let connecting = Connection::connect(url.expose(), ConnectionProperties::default());
+        match tokio::time::timeout(Duration::from_secs(3), connecting).await {
+            Ok(Ok(connection)) => return Ok(connection),
+            Ok(Err(error)) => last = Some(anyhow::Error::new(error)),
+            Err(_) => last = Some(anyhow::anyhow!("no answer within 3 s")),
+        }
+    }
+    Err(last.expect("at least one URL").context(format!("no broker node answers ({urls})")))
 }
 
 /// Replaces the database of a PostgreSQL URL.
