@@ -4,6 +4,7 @@
 
 mod asyncapi;
 mod batches;
+mod broker_urls;
 mod chart_values;
 mod cli;
 mod conflicts;
