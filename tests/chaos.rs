@@ -553,7 +553,13 @@ async fn a_cluster_losing_the_node_of_the_worker_twice_loses_nothing() {
     assert_eq!(consumer_nodes(&worker.log), ["127.0.0.1:5681"], "the first URL answers first");
     assert_eq!(Cluster::leader(&env.inbound()), 1, "the queues lead where they were declared");
     let types = Cluster::queue_types();
-    for queue in env.queues() {
+    let worker_queues = &settings.worker;
+    let topology = actors::amqp::Topology::new(
+        &worker_queues.queues,
+        &settings.amqp,
+        &worker_queues.consumer.redelivery.retry_delays,
+    );
+    for queue in topology.queues() {
         assert_eq!(types.get(&queue).map(String::as_str), Some("quorum"), "{queue} is a quorum queue");
     }
 
@@ -582,15 +588,22 @@ async fn a_cluster_losing_the_node_of_the_worker_twice_loses_nothing() {
             started.elapsed().as_secs_f64(),
             sent.load(Ordering::SeqCst)
         );
-        // Resumed: the consumer connected to another node, and orders are stored again.
-        let (reconnected, resumed) = loop {
+        // Resumed: the consumer connected to another node, and more orders were stored after
+        // that (not only those of batches that were in flight at the kill).
+        let mut reconnected = None;
+        let resumed = loop {
             let nodes_now = consumer_nodes(&worker.log);
-            if nodes_now.len() > nodes.len() && stored().await > before {
-                break (nodes_now.last().cloned().unwrap(), killed.elapsed());
+            match &reconnected {
+                None if nodes_now.len() > nodes.len() => {
+                    reconnected = Some((nodes_now.last().cloned().unwrap(), stored().await.max(before)))
+                }
+                Some((_, at_reconnect)) if stored().await > *at_reconnect => break killed.elapsed(),
+                _ => {}
             }
             assert!(killed.elapsed() < RESUME_WITHIN, "not resumed {RESUME_WITHIN:?} after losing node {node}");
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
+        let (reconnected, _) = reconnected.unwrap();
         assert_ne!(Cluster::node_of(&reconnected), node, "reconnected to a survivor");
         eprintln!(
             "[chaos] {:>6.1}s round {round}: consuming from {reconnected} and storing again {:.1}s after the kill",
