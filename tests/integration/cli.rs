@@ -47,6 +47,24 @@ fn a_bad_value_stops_startup_naming_the_setting() {
 }
 
 #[test]
+fn a_bad_entry_of_amqp_url_is_named_by_its_place_and_no_password_is_shown() {
+    for (value, expected) in [
+        ("amqp://u:Cli-Secret-1@rabbit-1/%2f,amqp://u:Cli-Secret-2@rabbit-2/%2f,", "AMQP_URL entry 3 of 3: empty"),
+        (
+            "amqp://u:Cli-Secret-1@rabbit-1/%2f,http://u:Cli-Secret-2@rabbit-2",
+            "AMQP_URL entry 2 of 2: must start with amqp://",
+        ),
+    ] {
+        let output = order_process().env("AMQP_URL", value).output().unwrap();
+        assert_eq!(output.status.code(), Some(2), "{value}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected), "{value}: {stderr}");
+        assert!(!stderr.contains("Cli-Secret"), "a password is shown: {stderr}");
+        assert!(stderr.contains("u:***@rabbit-1"), "the value is shown masked: {stderr}");
+    }
+}
+
+#[test]
 fn queues_that_collide_stop_startup_naming_both_settings() {
     let output = order_process()
         .env("ORDER_PROCESS_INBOUND_QUEUE", "same")

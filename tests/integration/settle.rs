@@ -82,19 +82,23 @@ async fn a_dead_letter_queue_deleted_under_the_worker_is_declared_again_for_the_
     env.cleanup().await;
 }
 
-#[actix_rt::test]
-async fn a_dead_letter_queue_that_refuses_every_copy_sends_the_message_back_to_the_inbound_queue() {
-    let mut env = Sandbox::for_test().await;
-    without_in_process_retries(&mut env);
-    let app = env.spawn_ready_app().await;
-    // Replaced by a queue that nacks every publish, and whose arguments the worker's declaration
-    // contradicts (so declaring the topology again fails with 406 and closes the channel).
-    delete_queue(&env, &env.dead_letter()).await;
+/// Replaces the DLQ by a queue that nacks every publish, and whose arguments the worker's
+/// declaration contradicts (so declaring the topology again fails with 406 and closes the channel).
+async fn refuse_in_dead_letter_queue(env: &Sandbox) {
+    delete_queue(env, &env.dead_letter()).await;
     let mut refusing = FieldTable::default();
     refusing.insert("x-max-length".into(), AMQPValue::LongLongInt(0));
     refusing.insert("x-overflow".into(), text_header("reject-publish"));
     let options = QueueDeclareOptions { durable: true, ..Default::default() };
     env.channel.queue_declare(env.dead_letter().as_str().into(), options, refusing).await.unwrap();
+}
+
+#[actix_rt::test]
+async fn a_dead_letter_queue_that_refuses_every_copy_sends_the_message_back_to_the_inbound_queue() {
+    let mut env = Sandbox::for_test().await;
+    without_in_process_retries(&mut env);
+    let app = env.spawn_ready_app().await;
+    refuse_in_dead_letter_queue(&env).await;
     let cid = new_correlation_id();
     let body = invalid_order(&cid);
 
@@ -108,10 +112,19 @@ async fn a_dead_letter_queue_that_refuses_every_copy_sends_the_message_back_to_t
     assert_eq!(header_text(&back, "x-order-process-reason"), None, "the original, not a copy");
     assert!(back.delivery.redelivered, "handed back un-acked");
 
-    // Once the DLQ is fixed, the same message is dead-lettered with our reason.
+    // A running worker whose DLQ starts refusing (its settling channel closed by the 406 of each
+    // declaration, and reopened) dead-letters the message with our reason once the DLQ is fixed.
     delete_queue(&env, &env.dead_letter()).await;
     let app = env.spawn_ready_app().await;
+    refuse_in_dead_letter_queue(&env).await;
     env.publish(body.as_bytes(), Some(&cid)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(env.ready_count(&env.dead_letter()).await, 0, "still refused");
+    delete_queue(&env, &env.dead_letter()).await;
+    eventually("the DLQ declared again, with the dead letter", || async {
+        (ready_if_exists(&env.dead_letter()).await? == 1).then_some(())
+    })
+    .await;
     assert_dead_letter_of(&env.next_message(&env.dead_letter()).await, &body);
     later_messages_still_get_their_delays_and_reasons(&env).await;
     app.run_until_stopped(async {}).await.unwrap();
