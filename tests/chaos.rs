@@ -640,3 +640,106 @@ async fn a_cluster_losing_the_node_of_the_worker_twice_loses_nothing() {
     env.cleanup().await;
     drop(cluster);
 }
+
+/// A memory alarm on the cluster (publishers blocked) for as long as it lives.
+struct MemoryAlarm;
+
+impl MemoryAlarm {
+    fn raise() -> Self {
+        Cluster::run(&["ctl", "1", "rabbitmqctl", "-q", "set_vm_memory_high_watermark", "0"]);
+        Self
+    }
+}
+
+impl Drop for MemoryAlarm {
+    fn drop(&mut self) {
+        Cluster::run(&["ctl", "1", "rabbitmqctl", "-q", "set_vm_memory_high_watermark", "0.4"]);
+    }
+}
+
+#[actix_rt::test]
+#[ignore = "raises a memory alarm on the private RabbitMQ cluster; scripts/test.sh runs it alone after the rest"]
+async fn a_broker_that_stops_confirming_holds_a_dead_letter_only_for_the_confirm_timeout() {
+    let started = Instant::now();
+    let cluster = Cluster::start();
+    let mut base = order_process::settings::Settings::default();
+    base.worker.processor.database.database_url = SecretUrl::new(format!("{}/postgres", server_url()));
+    base.worker.status.redis_url = SecretUrl::new(redis_url());
+    base.amqp.amqp_url = cluster.urls.clone();
+    base.amqp.queue_type = QueueType::Quorum;
+    let env = Sandbox::within("test", base).await.unwrap();
+    let mut settings = resilient(&env);
+    settings.amqp.settle_confirm_timeout = Duration::from_millis(300);
+    let binary = worker_binary().unwrap();
+    // The first worker declares the queues; the message then waits for the second.
+    let first = WorkerProcess::spawn(&binary, &settings, Some("info"), log_path(&env, 1)).unwrap();
+    first.ready(Duration::from_secs(30)).await.unwrap();
+    assert_eq!(first.terminate().await.0, Some(0));
+    let cid = new_correlation_id();
+    let mut invalid = order(&cid);
+    invalid["currency"] = "eur".into();
+    let body = invalid.to_string();
+    env.publish(body.as_bytes(), Some(&cid)).await;
+
+    // Publishers blocked: the worker's copy to the DLQ is never confirmed.
+    let alarm = MemoryAlarm::raise();
+    let worker = WorkerProcess::spawn(&binary, &settings, Some("info"), log_path(&env, 2)).unwrap();
+    worker.ready(Duration::from_secs(30)).await.unwrap();
+    let unconfirmed = eventually("a settlement cut off by the confirm timeout", || async {
+        let metrics = worker.get("/metrics").await.ok()?.1;
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("order_process_dependency_errors_total") && l.contains("error_kind=\"unconfirmed\"")
+            })
+            .map(str::to_owned)
+    })
+    .await;
+    eprintln!("[chaos] {:>6.1}s while blocked: {unconfirmed}", started.elapsed().as_secs_f64());
+    let log = std::fs::read_to_string(&worker.log).unwrap();
+    assert!(log.contains("the broker did not confirm the message within 300ms"), "the cause is logged");
+    assert!(log.contains("no copy could be placed: the message goes back to the inbound queue"));
+    assert_eq!(env.ready_count(&env.dead_letter()).await, 0, "nothing could be published");
+    drop(alarm);
+
+    // Unblocked: the message ends in the DLQ with its reason (perhaps more than once: copies
+    // that were waiting go out too; at least once, never lost), and the worker goes on.
+    eventually("the dead letter", || async { (env.ready_count(&env.dead_letter()).await >= 1).then_some(()) }).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let next = new_correlation_id();
+    let mut invalid = order(&next);
+    invalid["currency"] = "eur".into();
+    let connection = env.broker().await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let properties = BasicProperties::default().with_delivery_mode(2).with_correlation_id(next.as_str().into());
+    let options = BasicPublishOptions::default();
+    let queue = env.inbound();
+    let published = invalid.to_string();
+    channel.basic_publish("".into(), queue.as_str().into(), options, published.as_bytes(), properties).await.unwrap();
+    let mut copies: HashMap<String, usize> = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !copies.contains_key(&next) {
+        assert!(Instant::now() < deadline, "the next dead letter did not arrive: {copies:?}");
+        let dead_letter = env.dead_letter();
+        let taken = channel.basic_get(dead_letter.as_str().into(), BasicGetOptions { no_ack: true }).await.unwrap();
+        let Some(message) = taken else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        assert_eq!(header_text(&message, "x-order-process-reason").as_deref(), Some("invalid"));
+        let id = message.properties.correlation_id().as_ref().map(|c| c.to_string()).unwrap_or_default();
+        *copies.entry(id).or_default() += 1;
+    }
+    assert!(copies.get(&cid).is_some_and(|n| *n >= 1), "the blocked message is in the DLQ: {copies:?}");
+    assert_eq!(env.ready_count(&env.inbound()).await, 0, "nothing left in the inbound queue");
+    let (code, _) = worker.terminate().await;
+    assert_eq!(code, Some(0));
+    eprintln!(
+        "[chaos] PASS in {:.1}s: a dead letter held while the broker did not confirm, in the DLQ afterwards ({} copies), the next one too",
+        started.elapsed().as_secs_f64(),
+        copies[&cid]
+    );
+    let _ = connection.close(200, "done".into()).await;
+    env.cleanup().await;
+    drop(cluster);
+}

@@ -27,9 +27,9 @@ pub struct AmqpConfig {
     /// active consumer on the inbound queue), at the throughput of one.
     #[arg(long, env = "ORDER_PROCESS_SINGLE_ACTIVE_CONSUMER", default_value_t = false, action = ArgAction::Set)]
     pub single_active_consumer: bool,
-    /// How long a move to a retry or dead-letter queue waits for the broker's confirm. Past it
-    /// the move counts as failed: the copy is tried again, and at worst the message goes back
-    /// to the inbound queue (100ms to 1m).
+    /// How long a move to a retry or dead-letter queue waits for the broker's confirm (and each
+    /// declaration of the queues on the way). Past it the move counts as failed: the copy is tried
+    /// again, and at worst the message goes back to the inbound queue (100ms to 1m).
     #[arg(long, env = "ORDER_PROCESS_SETTLE_CONFIRM_TIMEOUT", default_value = "5s", value_parser = parse_settle_confirm_timeout)]
     #[serde(with = "duration_text")]
     pub settle_confirm_timeout: Duration,

@@ -5,7 +5,8 @@
 //! is acked only once the broker confirmed its copy on a retry or dead-letter queue. When the
 //! copy cannot be placed (the queue was deleted, the broker refused or nacked it, no confirm in
 //! time, the settling channel closed), the topology is declared again and the copy tried again
-//! ([`REPLACE_ATTEMPTS`]); when that fails too, the delivery is handed back to the inbound queue
+//! ([`REPLACE_ATTEMPTS`]; not after a timeout: a broker that stopped answering would only queue
+//! more copies); when that fails too, the delivery is handed back to the inbound queue
 //! un-acked after a pause that grows while it lasts ([`HAND_BACK_PAUSE`]). It is never rejected
 //! into the queue's own dead-letter exchange, which is at-most-once on a classic queue and loses
 //! the message when the DLQ is gone. The settling channel, once closed by the broker (a 406 on one
@@ -83,26 +84,27 @@ impl SettleChannel {
         Ok(channel.clone())
     }
 
-    /// Publishes `body` to `queue` and waits for the broker's confirm, at most `confirm_timeout`;
-    /// when that fails, declares the topology again and retries, [`REPLACE_ATTEMPTS`] in all.
+    /// Publishes `body` to `queue` and waits for the broker's confirm, at most `confirm_timeout`
+    /// (reopening the channel included); when that fails other than by the timeout, declares the
+    /// topology again (also within `confirm_timeout`) and retries, [`REPLACE_ATTEMPTS`] in all.
     async fn place(&self, queue: &str, body: &[u8], properties: &BasicProperties) -> Result<(), BrokerError> {
         let mut attempt = 1;
         loop {
-            let placed = match self.channel().await {
-                Ok(channel) => {
-                    let publish = publish_confirmed(&channel, queue, body, properties.clone());
-                    tokio::time::timeout(self.confirm_timeout, publish)
-                        .await
-                        .unwrap_or(Err(BrokerError::Unconfirmed(self.confirm_timeout)))
-                }
-                Err(error) => Err(error),
+            let placing = async {
+                let channel = self.channel().await?;
+                publish_confirmed(&channel, queue, body, properties.clone()).await
             };
+            let placed = self.within_timeout(placing).await;
             let error = match placed {
                 Ok(()) => {
                     self.handed_back.store(0, Ordering::Relaxed);
                     return Ok(());
                 }
-                Err(error) if attempt >= REPLACE_ATTEMPTS => return Err(error),
+                // A broker that did not answer in time is not helped by asking again on the same
+                // connection: each try would leave one more copy queued behind the first.
+                Err(error) if attempt >= REPLACE_ATTEMPTS || matches!(error, BrokerError::Unconfirmed(_)) => {
+                    return Err(error);
+                }
                 Err(error) => error,
             };
             tracing::warn!(queue, attempt, error = %Chain(&error), "could not place a copy; declaring the topology again");
@@ -114,7 +116,15 @@ impl SettleChannel {
     }
 
     async fn declare(&self) -> Result<(), BrokerError> {
-        self.topology.declare(&self.channel().await?).await
+        self.within_timeout(async { self.topology.declare(&self.channel().await?).await }).await
+    }
+
+    /// `step` of a move, cut off after `confirm_timeout`: a broker that stopped reading (a
+    /// connection blocked by a resource alarm) must not hold a settlement for ever.
+    async fn within_timeout(&self, step: impl Future<Output = Result<(), BrokerError>>) -> Result<(), BrokerError> {
+        tokio::time::timeout(self.confirm_timeout, step)
+            .await
+            .unwrap_or(Err(BrokerError::Unconfirmed(self.confirm_timeout)))
     }
 
     /// Hands the delivery back to the inbound queue, un-acked, after the pause of
@@ -129,7 +139,8 @@ impl SettleChannel {
         );
         tokio::time::sleep(pause).await;
         // If this fails too, the channel is gone, and the broker requeues the message itself.
-        let _ = acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+        let nack = acker.nack(BasicNackOptions { requeue: true, ..Default::default() });
+        let _ = tokio::time::timeout(self.confirm_timeout, nack).await;
         let _ = self.acks.released(tag).await;
     }
 }
