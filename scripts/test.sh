@@ -13,8 +13,15 @@ psql -h 127.0.0.1 -U postgres -d postgres -Atc "SELECT datname FROM pg_database 
 if command -v rabbitmqctl >/dev/null; then
   rabbitmqctl -q list_queues name 2>/dev/null | grep -E '^test\.[0-9a-f]{12}\.' |
     while read -r queue; do rabbitmqctl -q delete_queue "$queue" >/dev/null 2>&1 || true; done || true
+  # Broker users of tests/integration/settle.rs (op-test-<test id>).
+  rabbitmqctl -q list_users 2>/dev/null | awk '{print $1}' | grep -E '^op-test-[0-9a-f]{12}$' |
+    while read -r user; do rabbitmqctl -q delete_user "$user" >/dev/null 2>&1 || true; done || true
 fi
 redis-cli -h 127.0.0.1 --scan --pattern 'test:*' 2>/dev/null | xargs -r -n 500 redis-cli -h 127.0.0.1 del >/dev/null || true
+
+# The chaos suite's cluster tests stop the private cluster (scripts/rabbitmq-cluster.sh)
+# themselves; this also stops it after a failed or interrupted run (its data stays).
+trap 'scripts/rabbitmq-cluster.sh stop >/dev/null 2>&1 || true' EXIT
 
 # First every test that shares the services; then, alone and one at a time, the chaos suite,
 # which kills and restarts those services (tests/chaos.rs, #[ignore]d in the first run).
