@@ -40,8 +40,8 @@ pub struct AmqpInbound {
 }
 
 impl AmqpInbound {
-    /// `confirm_timeout` bounds the wait for each confirm of a copy to a retry or dead-letter
-    /// queue.
+    /// `confirm_timeout` bounds each step of a move to a retry or dead-letter queue: the
+    /// publish until its confirm, a declaration of the queues, the hand-back.
     pub fn new(url: AmqpUrls, topology: Arc<Topology>, confirm_timeout: Duration) -> Self {
         Self { url, topology, confirm_timeout }
     }
@@ -94,7 +94,7 @@ impl SettleChannel {
                 let channel = self.channel().await?;
                 publish_confirmed(&channel, queue, body, properties.clone()).await
             };
-            let placed = self.within_timeout(placing).await;
+            let placed = self.within_timeout(placing, || BrokerError::Unconfirmed(self.confirm_timeout)).await;
             let error = match placed {
                 Ok(()) => {
                     self.handed_back.store(0, Ordering::Relaxed);
@@ -116,15 +116,22 @@ impl SettleChannel {
     }
 
     async fn declare(&self) -> Result<(), BrokerError> {
-        self.within_timeout(async { self.topology.declare(&self.channel().await?).await }).await
+        let declaring = async { self.topology.declare(&self.channel().await?).await };
+        let late = || BrokerError::Protocol {
+            what: format!("declare the queues (no answer within {:?})", self.confirm_timeout),
+            cause: None,
+        };
+        self.within_timeout(declaring, late).await
     }
 
     /// `step` of a move, cut off after `confirm_timeout`: a broker that stopped reading (a
     /// connection blocked by a resource alarm) must not hold a settlement for ever.
-    async fn within_timeout(&self, step: impl Future<Output = Result<(), BrokerError>>) -> Result<(), BrokerError> {
-        tokio::time::timeout(self.confirm_timeout, step)
-            .await
-            .unwrap_or(Err(BrokerError::Unconfirmed(self.confirm_timeout)))
+    async fn within_timeout(
+        &self,
+        step: impl Future<Output = Result<(), BrokerError>>,
+        late: impl FnOnce() -> BrokerError,
+    ) -> Result<(), BrokerError> {
+        tokio::time::timeout(self.confirm_timeout, step).await.unwrap_or_else(|_| Err(late()))
     }
 
     /// Hands the delivery back to the inbound queue, un-acked, after the pause of
