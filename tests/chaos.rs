@@ -495,6 +495,17 @@ impl Cluster {
         Self { urls: Self::run(&["start"]).parse().expect("the script prints AMQP URLs") }
     }
 
+    /// A sandbox whose queues are quorum queues on this cluster (through all three URLs), on the
+    /// shared PostgreSQL and Redis.
+    async fn sandbox(&self) -> Sandbox {
+        let mut base = order_process::settings::Settings::default();
+        base.worker.processor.database.database_url = SecretUrl::new(format!("{}/postgres", server_url()));
+        base.worker.status.redis_url = SecretUrl::new(redis_url());
+        base.amqp.amqp_url = self.urls.clone();
+        base.amqp.queue_type = QueueType::Quorum;
+        Sandbox::within("test", base).await.unwrap()
+    }
+
     /// The node (1-3) listening on `host:port`.
     fn node_of(host_port: &str) -> usize {
         let port: usize = host_port.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).expect("host:port");
@@ -540,12 +551,7 @@ async fn a_cluster_losing_the_node_of_the_worker_twice_loses_nothing() {
     let started = Instant::now();
     let cluster = Cluster::start();
     eprintln!("[chaos] {:>6.1}s cluster up", started.elapsed().as_secs_f64());
-    let mut base = order_process::settings::Settings::default();
-    base.worker.processor.database.database_url = SecretUrl::new(format!("{}/postgres", server_url()));
-    base.worker.status.redis_url = SecretUrl::new(redis_url());
-    base.amqp.amqp_url = cluster.urls.clone();
-    base.amqp.queue_type = QueueType::Quorum;
-    let env = Sandbox::within("test", base).await.unwrap();
+    let env = cluster.sandbox().await;
     let settings = resilient(&env);
     let binary = worker_binary().unwrap();
     let worker = WorkerProcess::spawn(&binary, &settings, Some("info"), log_path(&env, 1)).unwrap();
@@ -662,12 +668,7 @@ impl Drop for MemoryAlarm {
 async fn a_broker_that_stops_confirming_holds_a_dead_letter_only_for_the_confirm_timeout() {
     let started = Instant::now();
     let cluster = Cluster::start();
-    let mut base = order_process::settings::Settings::default();
-    base.worker.processor.database.database_url = SecretUrl::new(format!("{}/postgres", server_url()));
-    base.worker.status.redis_url = SecretUrl::new(redis_url());
-    base.amqp.amqp_url = cluster.urls.clone();
-    base.amqp.queue_type = QueueType::Quorum;
-    let env = Sandbox::within("test", base).await.unwrap();
+    let env = cluster.sandbox().await;
     let mut settings = resilient(&env);
     settings.amqp.settle_confirm_timeout = Duration::from_millis(300);
     let binary = worker_binary().unwrap();
