@@ -85,7 +85,9 @@ impl Sandbox {
         settings.amqp.dead_letter_queue = None;
         settings.http.http_addr = "127.0.0.1:0".parse()?;
 
-        let db = Database::connect(&database_url).await?;
+        // The worker's own pool (TCP_NODELAY on its sockets, see actors::processor::connect), so
+        // the bench's SQL ceiling measures the statement and not the server's delayed ACK.
+        let db = actors::processor::connect(&settings.worker.processor.database, Duration::from_secs(5)).await?;
         let amqp_url = settings.amqp.amqp_url.first().expose();
         let amqp =
             Connection::connect(amqp_url, ConnectionProperties::default()).await.context("RabbitMQ (AMQP_URL)")?;
