@@ -6,9 +6,11 @@
 use crate::settings::Settings;
 use crate::telemetry::{LogConfig, LogFormat};
 use actors::amqp::AmqpConfig;
+use actors::broker::BrokerChoice;
 use actors::consumer::RedeliveryPolicy;
 use actors::messaging::QueuesConfig;
 use actors::processor::DatabaseConfig;
+use actors::servicebus::ServiceBusConfig;
 use actors::status_writer::StatusConfig;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -56,7 +58,11 @@ pub struct InspectArgs {
     #[command(flatten)]
     pub queues: QueuesConfig,
     #[command(flatten)]
+    pub broker: BrokerChoice,
+    #[command(flatten)]
     pub amqp: AmqpConfig,
+    #[command(flatten)]
+    pub servicebus: ServiceBusConfig,
     /// The retry delays name the retry queues.
     #[command(flatten)]
     pub redelivery: RedeliveryPolicy,
@@ -75,7 +81,11 @@ pub struct DlqArgs {
     #[command(flatten)]
     pub queues: QueuesConfig,
     #[command(flatten)]
+    pub broker: BrokerChoice,
+    #[command(flatten)]
     pub amqp: AmqpConfig,
+    #[command(flatten)]
+    pub servicebus: ServiceBusConfig,
     #[command(flatten)]
     pub log: LogConfig,
 }

@@ -119,6 +119,28 @@ impl Peer {
         Ok(Self { shared, address, key_name: config.key_name, key: config.key, stop: Some(stop), task: Some(task) })
     }
 
+    /// Starts on port 5672 (the only port azservicebus dials for plain AMQP) of a free loopback
+    /// address in 127.0.10.1–127.0.249.250 (clear of 127.0.0.x, which people use by hand and
+    /// the shared RabbitMQ holds), `adjust`ing the configuration first; a taken address is
+    /// skipped.
+    pub async fn start_on_free_loopback(
+        queues: Vec<QueueConfig>,
+        adjust: impl Fn(&mut PeerConfig),
+    ) -> Result<Self, PeerError> {
+        let mut last_error = None;
+        for _ in 0..64 {
+            let bytes = uuid::Uuid::new_v4().into_bytes();
+            let ip = std::net::Ipv4Addr::new(127, 0, 10 + bytes[0] % 240, 1 + bytes[1] % 250);
+            let mut config = PeerConfig::new(SocketAddr::from((ip, 5672)), queues.clone());
+            adjust(&mut config);
+            match Self::start(config).await {
+                Ok(peer) => return Ok(peer),
+                Err(error @ PeerError::Bind { .. }) => last_error = Some(error),
+            }
+        }
+        Err(last_error.expect("64 tries were made"))
+    }
+
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.address

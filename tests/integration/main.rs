@@ -4,6 +4,7 @@
 
 mod asyncapi;
 mod batches;
+mod broker_contract;
 mod chart_values;
 mod cli;
 mod conflicts;
