@@ -8,11 +8,11 @@ use serde::Serialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum BrokerSetting {
-    /// Service Bus when a Service Bus connection string or namespace is given, else RabbitMQ.
+    /// `servicebus` when a Service Bus connection string or namespace is given, else `rabbitmq`.
     Auto,
-    /// RabbitMQ (AMQP 0-9-1).
+    /// the RabbitMQ of `AMQP_URL`.
     Rabbitmq,
-    /// Azure Service Bus (AMQP 1.0).
+    /// the Azure Service Bus namespace of the `AZURE_SERVICEBUS_*` settings.
     Servicebus,
 }
 
@@ -29,8 +29,7 @@ pub enum BrokerKind {
 /// The broker setting.
 #[derive(Debug, Clone, PartialEq, Eq, Args, Serialize)]
 pub struct BrokerChoice {
-    /// Broker of the queues (`auto`: servicebus when a Service Bus connection string or namespace
-    /// is given, else rabbitmq).
+    /// Broker of the queues.
     #[arg(long, env = "ORDER_PROCESS_BROKER", value_enum, default_value_t = BrokerSetting::Auto)]
     pub broker: BrokerSetting,
 }

@@ -53,6 +53,8 @@ impl Harness for Rabbit {
         let worker = &sandbox.settings.worker;
         let topology =
             Arc::new(Topology::new(&worker.queues, &sandbox.settings.amqp, &worker.consumer.redelivery.retry_delays));
+        // The queues exist before anything is sent, as they do on Service Bus.
+        topology.declare(&sandbox.channel).await.expect("the topology is declared");
         Self { sandbox, topology }
     }
     fn inbound(&self) -> Arc<dyn InboundBroker> {
