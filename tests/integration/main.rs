@@ -14,4 +14,5 @@ mod inspect;
 mod observability;
 mod pipeline;
 mod scale;
+mod servicebus_e2e;
 mod settings_docs;
