@@ -14,5 +14,6 @@ mod inspect;
 mod observability;
 mod pipeline;
 mod scale;
+mod servicebus_chaos;
 mod servicebus_e2e;
 mod settings_docs;
