@@ -16,4 +16,5 @@ mod pipeline;
 mod scale;
 mod servicebus_chaos;
 mod servicebus_e2e;
+mod servicebus_live;
 mod settings_docs;
