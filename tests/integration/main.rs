@@ -17,4 +17,5 @@ mod scale;
 mod servicebus_chaos;
 mod servicebus_e2e;
 mod servicebus_live;
+mod servicebus_tools;
 mod settings_docs;

@@ -5,11 +5,13 @@
 //! What it guards against in the library (see docs/servicebus.md):
 //! - its retries are off (`max_retries = 0`): with retries, a send the service refuses is
 //!   reported as sent; the callers' own retry policies and reconnects apply instead;
-//! - prefetch is at least 1: with 0, a timed-out receive leaves fe2o3-amqp's drain flag set and
-//!   later receives miss messages;
+//! - prefetch is at least 1 for receiving: with 0, a timed-out receive leaves fe2o3-amqp's drain
+//!   flag set and later receives miss messages; and exactly 0 for peeking: a receiver with link
+//!   credit is sent messages, which are then locked although only peeked;
 //! - a receive is one awaited call with its own wait, never a future dropped half-way (a
 //!   dropped receive leaves its messages locked until their locks expire); callers own each
-//!   receiver in one task;
+//!   receiver in one task; the wait stays under half the try timeout, which would otherwise cut
+//!   the receive short (an empty answer or an error for a queue that has messages);
 //! - message lock renewal names the lock by the raw delivery tag, without the .NET byte swap
 //!   Service Bus uses (Azure/azure-sdk-for-rust#4945): [`Receiver::renew`] says whether it worked
 //!   and callers never take a renewal for granted.
@@ -56,6 +58,8 @@ macro_rules! view {
 /// One connection to the namespace.
 pub struct Client {
     inner: ServiceBusClient<BasicRetryPolicy>,
+    /// The longest wait of one receive: under the try timeout, which would cut it otherwise.
+    longest_wait: Duration,
 }
 
 /// Maps the library's error of the operation `what` into the port's.
@@ -89,31 +93,29 @@ impl Client {
             }
             (None, None) => return Err(connecting(Cause::text("no Service Bus namespace is configured"))),
         };
-        inner.map(|inner| Self { inner }).map_err(|e| connecting(Cause::new(e)))
+        let longest_wait = config.servicebus_try_timeout / 2;
+        inner.map(|inner| Self { inner, longest_wait }).map_err(|e| connecting(Cause::new(e)))
     }
 
-    /// A peek-lock receiver on `queue` (its dead-letter sub-queue with `dead_letters`), holding
-    /// up to `prefetch` messages ahead; `delete` receives and deletes instead.
-    pub async fn receiver(
-        &mut self,
-        queue: &str,
-        dead_letters: bool,
-        prefetch: u32,
-        delete: bool,
-    ) -> Result<Receiver, BrokerError> {
+    /// A receiver on `queue` (its dead-letter sub-queue with `dead_letters`) for `mode`.
+    pub async fn receiver(&mut self, queue: &str, dead_letters: bool, mode: Mode) -> Result<Receiver, BrokerError> {
+        let (receive_mode, prefetch_count) = match mode {
+            // No credit at all: a receiver with credit is sent messages, which are then locked
+            // (until their locks expire, even after the receiver closes) although only peeked.
+            Mode::Peek => (ServiceBusReceiveMode::PeekLock, 0),
+            Mode::PeekLock { prefetch } => (ServiceBusReceiveMode::PeekLock, prefetch.max(1)),
+            Mode::PeekLockOnDemand => (ServiceBusReceiveMode::PeekLock, 0),
+            Mode::ReceiveAndDelete { prefetch } => (ServiceBusReceiveMode::ReceiveAndDelete, prefetch.max(1)),
+        };
         let options = ServiceBusReceiverOptions {
-            prefetch_count: prefetch.max(1),
-            receive_mode: if delete {
-                ServiceBusReceiveMode::ReceiveAndDelete
-            } else {
-                ServiceBusReceiveMode::PeekLock
-            },
+            prefetch_count,
+            receive_mode,
             sub_queue: if dead_letters { SubQueue::DeadLetter } else { SubQueue::None },
             ..Default::default()
         };
         let receiver =
             self.inner.create_receiver_for_queue(queue, options).await.map_err(failed("attach a receiver"))?;
-        Ok(Receiver::Queue(receiver))
+        Ok(Receiver { link: Link::Queue(receiver), longest_wait: self.longest_wait })
     }
 
     /// The next session of `queue` that has messages and no holder, or None when none came
@@ -121,7 +123,7 @@ impl Client {
     pub async fn next_session(&mut self, queue: &str, prefetch: u32) -> Result<Option<Receiver>, BrokerError> {
         let options = ServiceBusSessionReceiverOptions { prefetch_count: prefetch.max(1), ..Default::default() };
         match self.inner.accept_next_session_for_queue(queue, options).await {
-            Ok(receiver) => Ok(Some(Receiver::Session(receiver))),
+            Ok(receiver) => Ok(Some(Receiver { link: Link::Session(receiver), longest_wait: self.longest_wait })),
             Err(error) if is_timeout(&error) => Ok(None),
             Err(error) => Err(BrokerError::failed("accept the next session", error)),
         }
@@ -137,6 +139,21 @@ impl Client {
     }
 }
 
+/// What a receiver is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Only [`Receiver::peek`]: nothing is ever locked.
+    Peek,
+    /// Receive with a lock, `prefetch` messages ahead (at least 1, see the module doc).
+    PeekLock { prefetch: u32 },
+    /// Receive with a lock, link credit only while a receive runs: a message handed back
+    /// (abandoned) is not sent to this receiver again behind its back. For draining a queue once
+    /// (the drain-flag trap only hides messages that arrive later).
+    PeekLockOnDemand,
+    /// Receive and delete at once.
+    ReceiveAndDelete { prefetch: u32 },
+}
+
 /// The service answers `com.microsoft:timeout` when no session became available in time.
 fn is_timeout(error: &azure_core::Error) -> bool {
     let text = format!("{error:?} {error}").to_ascii_lowercase();
@@ -144,7 +161,12 @@ fn is_timeout(error: &azure_core::Error) -> bool {
 }
 
 /// A receiver of a queue, or of one session of a session queue.
-pub enum Receiver {
+pub struct Receiver {
+    link: Link,
+    longest_wait: Duration,
+}
+
+enum Link {
     Queue(ServiceBusReceiver),
     Session(ServiceBusSessionReceiver),
 }
@@ -153,8 +175,8 @@ pub enum Receiver {
 macro_rules! either {
     ($receiver:expr, $r:ident => $call:expr) => {
         match $receiver {
-            Receiver::Queue($r) => $call,
-            Receiver::Session($r) => $call,
+            Link::Queue($r) => $call,
+            Link::Session($r) => $call,
         }
     };
 }
@@ -163,18 +185,21 @@ impl Receiver {
     /// Up to `max` messages, waiting at most `wait` for the first ones. Returns early with what
     /// arrived; never leaves a message received but not returned.
     pub async fn receive(&mut self, max: u32, wait: Duration) -> Result<Vec<Received>, BrokerError> {
-        let received = either!(self, r => r.receive_messages_with_max_wait_time(max.max(1), Some(wait)).await)
-            .map_err(failed("receive"))?;
+        let wait = wait.min(self.longest_wait);
+        let received =
+            either!(&mut self.link, r => r.receive_messages_with_max_wait_time(max.max(1), Some(wait)).await)
+                .map_err(failed("receive"))?;
         Ok(received.into_iter().map(|message| Received { message }).collect())
     }
 
     pub async fn complete(&mut self, message: &Received) -> Result<(), BrokerError> {
-        either!(self, r => r.complete_message(&message.message).await).map_err(failed("complete a message"))
+        either!(&mut self.link, r => r.complete_message(&message.message).await).map_err(failed("complete a message"))
     }
 
     /// Hands the message back at once (Service Bus raises its delivery count).
     pub async fn abandon(&mut self, message: &Received) -> Result<(), BrokerError> {
-        either!(self, r => r.abandon_message(&message.message, None).await).map_err(failed("abandon a message"))
+        either!(&mut self.link, r => r.abandon_message(&message.message, None).await)
+            .map_err(failed("abandon a message"))
     }
 
     /// Moves the message to the dead-letter sub-queue with Service Bus's reason and description,
@@ -195,7 +220,7 @@ impl Receiver {
             dead_letter_error_description: Some(description.to_owned()),
             properties_to_modify: Some(modified),
         };
-        either!(self, r => r.dead_letter_message(&message.message, options).await)
+        either!(&mut self.link, r => r.dead_letter_message(&message.message, options).await)
             .map_err(failed("dead-letter a message"))
     }
 
@@ -203,14 +228,15 @@ impl Receiver {
     /// module doc: with azservicebus 0.25 this fails on Service Bus for messages received on the
     /// link; the caller keeps the old expiry then.
     pub async fn renew(&mut self, message: &mut Received) -> Result<(), BrokerError> {
-        either!(self, r => r.renew_message_lock(&mut message.message).await).map_err(failed("renew a message lock"))
+        either!(&mut self.link, r => r.renew_message_lock(&mut message.message).await)
+            .map_err(failed("renew a message lock"))
     }
 
     /// Renews the session lock (which covers the session's messages); the new expiry.
     pub async fn renew_session(&mut self) -> Result<Option<DateTime<Utc>>, BrokerError> {
-        match self {
-            Self::Queue(_) => Ok(None),
-            Self::Session(r) => {
+        match &mut self.link {
+            Link::Queue(_) => Ok(None),
+            Link::Session(r) => {
                 r.renew_session_lock().await.map_err(failed("renew the session lock"))?;
                 Ok(Some(time_to_chrono(r.session_locked_until())))
             }
@@ -219,20 +245,20 @@ impl Receiver {
 
     /// The session this receiver holds, if it is a session receiver.
     pub fn session_id(&self) -> Option<&str> {
-        match self {
-            Self::Queue(_) => None,
-            Self::Session(r) => Some(r.session_id()),
+        match &self.link {
+            Link::Queue(_) => None,
+            Link::Session(r) => Some(r.session_id()),
         }
     }
 
     /// Up to `max` messages from sequence number `from` on, without locking any.
     pub async fn peek(&mut self, max: u32, from: Option<i64>) -> Result<Vec<Peeked>, BrokerError> {
-        let peeked = either!(self, r => r.peek_messages(max, from).await).map_err(failed("peek"))?;
+        let peeked = either!(&mut self.link, r => r.peek_messages(max, from).await).map_err(failed("peek"))?;
         Ok(peeked.iter().map(|message| Peeked(view!(message, Some(message.state())))).collect())
     }
 
     pub async fn close(self) {
-        let _ = either!(self, r => r.dispose().await);
+        let _ = either!(self.link, r => r.dispose().await);
     }
 }
 

@@ -1,6 +1,6 @@
 //! `dlq list | replay | purge` on the inbound queue's own `$deadletterqueue`.
 
-use super::client::{Client, MessageView, Receiver};
+use super::client::{Client, MessageView, Mode, Receiver};
 use super::{ServiceBusConfig, convert};
 use crate::messaging::{BrokerError, DeadLetter, DeadLetterQueue, message_correlation_id};
 use async_trait::async_trait;
@@ -28,9 +28,9 @@ impl ServiceBusDeadLetters {
         format!("{}/$deadletterqueue", self.queue)
     }
 
-    async fn receiver(&self, delete: bool) -> Result<(Client, Receiver), BrokerError> {
+    async fn receiver(&self, mode: Mode) -> Result<(Client, Receiver), BrokerError> {
         let mut client = Client::connect(&self.config, "dlq").await?;
-        let receiver = client.receiver(&self.queue, true, PAGE, delete).await?;
+        let receiver = client.receiver(&self.queue, true, mode).await?;
         Ok((client, receiver))
     }
 }
@@ -59,7 +59,7 @@ pub(super) async fn peek_all(receiver: &mut Receiver, limit: u32) -> Result<(Vec
 #[async_trait]
 impl DeadLetterQueue for ServiceBusDeadLetters {
     async fn browse(&self, limit: usize) -> Result<(u32, Vec<DeadLetter>), BrokerError> {
-        let (client, mut receiver) = self.receiver(false).await?;
+        let (client, mut receiver) = self.receiver(Mode::Peek).await?;
         let peeked = peek_all(&mut receiver, u32::MAX).await;
         receiver.close().await;
         client.close().await;
@@ -71,7 +71,7 @@ impl DeadLetterQueue for ServiceBusDeadLetters {
     /// once Service Bus accepted the copy. The others are held locked until the end and then
     /// abandoned, so each is looked at once.
     async fn replay(&self, select: &(dyn for<'l> Fn(&'l DeadLetter) -> bool + Sync)) -> Result<usize, BrokerError> {
-        let (mut client, mut receiver) = self.receiver(false).await?;
+        let (mut client, mut receiver) = self.receiver(Mode::PeekLockOnDemand).await?;
         let mut sender = client.sender(&self.queue).await?;
         let mut kept = Vec::new();
         let mut moved = 0;
@@ -104,7 +104,7 @@ impl DeadLetterQueue for ServiceBusDeadLetters {
     }
 
     async fn purge(&self) -> Result<u32, BrokerError> {
-        let (client, mut receiver) = self.receiver(true).await?;
+        let (client, mut receiver) = self.receiver(Mode::ReceiveAndDelete { prefetch: PAGE }).await?;
         let mut purged = 0;
         let result = async {
             loop {

@@ -17,7 +17,7 @@
 //!   serves the settlements of what it holds; on close what is still held is abandoned, so it is
 //!   delivered again at once instead of after its lock expires.
 
-use super::client::{Client, Received, Receiver, Sender};
+use super::client::{Client, Mode, Received, Receiver, Sender};
 use super::{ServiceBusConfig, convert};
 use crate::error::Cause;
 use crate::messaging::{
@@ -75,7 +75,7 @@ impl InboundBroker for ServiceBusInbound {
             let mut client = Client::connect(&self.config, "consumer").await?;
             let first = match sessions {
                 true => None,
-                false => Some(client.receiver(&self.queue, false, per_slot, false).await?),
+                false => Some(client.receiver(&self.queue, false, Mode::PeekLock { prefetch: per_slot }).await?),
             };
             let slot = Slot {
                 client,
@@ -214,7 +214,7 @@ impl Slot {
         if self.config.servicebus_sessions {
             self.client.next_session(&self.queue, self.per_slot).await
         } else {
-            self.client.receiver(&self.queue, false, self.per_slot, false).await.map(Some)
+            self.client.receiver(&self.queue, false, Mode::PeekLock { prefetch: self.per_slot }).await.map(Some)
         }
     }
 

@@ -1,9 +1,10 @@
 //! `inspect` on Service Bus: peeks the inbound queue (scheduled retries included: Service Bus
 //! keeps them in the queue, and peek shows them) and its `$deadletterqueue`. Peeking takes no
-//! lock and changes nothing; messages a worker holds locked are not shown by peek-lock's rules
-//! of the service either way, and the scan says how far it looked.
+//! lock and changes nothing, and the scan says how far it looked. A session queue cannot be
+//! peeked as a whole (only one session, by its id, which `inspect` does not know): its scan says
+//! so and only the dead-letter queue is looked through.
 
-use super::client::Client;
+use super::client::{Client, Mode};
 use super::dead_letters::peek_all;
 use super::{ServiceBusConfig, convert};
 use crate::messaging::{
@@ -30,7 +31,21 @@ impl QueueInspector for ServiceBusQueueInspector {
         let mut client = Client::connect(&self.config, "inspect").await?;
         let mut search = QueueSearch::default();
         for (dead_letters, role) in [(false, QueueRole::Inbound), (true, QueueRole::DeadLetter)] {
-            let mut receiver = client.receiver(&self.queue, dead_letters, 1, false).await?;
+            if !dead_letters && self.config.servicebus_sessions {
+                // Service Bus lets only a session's receiver look into a session queue, and only
+                // into that session: without the order's session id there is nothing to peek.
+                search.queues.push(QueueScan {
+                    queue: self.queue.clone(),
+                    role,
+                    exists: true,
+                    ready: 0,
+                    scanned: 0,
+                    complete: false,
+                    note: Some("a session queue can only be looked into one session at a time; not looked".into()),
+                });
+                continue;
+            }
+            let mut receiver = client.receiver(&self.queue, dead_letters, Mode::Peek).await?;
             let peeked = peek_all(&mut receiver, limit).await;
             receiver.close().await;
             let (messages, complete) = peeked?;
