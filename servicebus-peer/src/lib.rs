@@ -10,6 +10,7 @@
 //! - `management`: the `$cbs` put-token node and each entity's `$management` operations.
 //! - [`Peer`]: starts the listener in-process; inspection (`messages`, `dead_letters`), direct
 //!   sends, and fault injection (`drop_connections`, `detach_queue`, `expire_locks`) for tests.
+//! - [`referee`]: Microsoft's Python SDK, installed for tests that let it judge.
 //!
 //! What it does not emulate (TLS on 5671, WebSockets, Entra tokens, topics, throttling, real
 //! timing) is listed in `docs/servicebus-peer.md`.
@@ -17,6 +18,7 @@
 pub mod broker;
 mod connection;
 mod management;
+pub mod referee;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -14,7 +14,6 @@ use lab::traffic::order_body;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -22,30 +21,9 @@ fn repository() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The venv python with azure-servicebus, or None (with a message) when python3 is missing.
-pub(crate) async fn python_sdk() -> Option<String> {
-    let has_python = std::process::Command::new("python3")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    if !has_python {
-        eprintln!("SKIPPED: python3 is not installed, so Microsoft's azure-servicebus SDK cannot referee");
-        return None;
-    }
-    let install = tokio::process::Command::new("bash")
-        .arg(repository().join("scripts/python-sdk.sh"))
-        .stderr(Stdio::inherit())
-        .output()
-        .await
-        .expect("scripts/python-sdk.sh runs");
-    assert!(install.status.success(), "installing azure-servicebus failed");
-    Some(String::from_utf8(install.stdout).expect("a path").trim().to_owned())
-}
-
 #[actix_rt::test]
 async fn microsofts_sdk_sends_orders_and_reads_the_events_and_dead_letters_of_the_worker() {
-    let Some(python) = python_sdk().await else { return };
+    let Some(python) = servicebus_peer::referee::python_sdk().await else { return };
     let bus = ServiceBusSandbox::for_test().await;
     round_trip(&bus.sandbox, &bus.connection_string(), &python).await;
     assert_eq!(bus.inbound_left(), 0, "nothing stuck in the inbound queue");

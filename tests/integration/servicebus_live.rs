@@ -7,10 +7,11 @@
 //! must not be used by anyone else while it runs: it takes what it finds on the outbound queue
 //! and in the dead-letter queue.
 
-use crate::servicebus_e2e::{python_sdk, round_trip};
+use crate::servicebus_e2e::round_trip;
 use actors::broker::BrokerSetting;
 use actors::servicebus::parse_connection_string;
 use lab::kit::Sandbox;
+use servicebus_peer::referee::python_sdk;
 
 #[actix_rt::test]
 async fn the_worker_and_microsofts_sdk_on_a_real_namespace() {
