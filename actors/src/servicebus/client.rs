@@ -85,11 +85,13 @@ impl Client {
                 ServiceBusClient::unsecured().new_from_connection_string(connection.expose(), options).await
             }
             (Some(connection), _) => ServiceBusClient::new_from_connection_string(connection.expose(), options).await,
-            (None, Some(_)) => {
-                return Err(connecting(Cause::text(
-                    "Microsoft Entra (workload identity) authentication is not built into this binary yet; \
-                     set AZURE_SERVICEBUS_CONNECTION_STRING (see docs/servicebus.md)",
-                )));
+            (None, Some(namespace)) => {
+                // Microsoft Entra workload identity: AZURE_CLIENT_ID, AZURE_TENANT_ID and
+                // AZURE_FEDERATED_TOKEN_FILE, as the AKS webhook injects them; the token file is
+                // read again for each new token, so its rotation is followed.
+                let credential =
+                    azure_identity::WorkloadIdentityCredential::new(None).map_err(|e| connecting(Cause::new(e)))?;
+                ServiceBusClient::new_from_token_credential(namespace.as_str(), credential, options).await
             }
             (None, None) => return Err(connecting(Cause::text("no Service Bus namespace is configured"))),
         };
@@ -394,5 +396,24 @@ impl Sender {
 
     pub async fn close(self) {
         let _ = self.inner.dispose().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_namespace_without_workload_identity_variables_says_what_is_missing() {
+        if std::env::var_os("AZURE_TENANT_ID").is_some() {
+            return; // a machine set up for workload identity: nothing to show here
+        }
+        let config = ServiceBusConfig {
+            servicebus_namespace: Some("contoso.servicebus.windows.net".into()),
+            ..Default::default()
+        };
+        let Err(error) = Client::connect(&config, "test").await else { panic!("connected without credentials") };
+        let text = crate::error::Chain(&error).to_string();
+        assert!(text.contains("contoso.servicebus.windows.net") && text.contains("tenant"), "{text}");
     }
 }
