@@ -42,6 +42,8 @@ trait Harness: Sized {
     async fn send(&self, body: &str, correlation_id: &str);
     /// The consumer's process dies: its connection goes without settling anything.
     async fn crash(&self, subscription: Subscription);
+    /// Messages the inbound queue still holds, once no consumer is connected.
+    async fn left(&self) -> usize;
     async fn finish(self);
 }
 
@@ -75,6 +77,9 @@ impl Harness for Rabbit {
     async fn crash(&self, subscription: Subscription) {
         // The broker sees the connection go; nothing was settled on it.
         subscription.control.close().await;
+    }
+    async fn left(&self) -> usize {
+        self.sandbox.ready_count(&self.sandbox.inbound()).await as usize
     }
     async fn finish(self) {
         self.sandbox.cleanup().await;
@@ -137,6 +142,10 @@ impl<const SESSIONS: bool> Harness for Bus<SESSIONS> {
         // The network goes: every client connection of the peer is cut, nothing is settled.
         self.peer.drop_connections();
         drop(subscription);
+    }
+    async fn left(&self) -> usize {
+        // Locked ones included: a completion the peer did not apply leaves the message here.
+        self.peer.count(&self.queue)
     }
     async fn finish(self) {
         self.peer.shutdown().await;
@@ -214,6 +223,7 @@ async fn only_an_ack_removes_a_message<H: Harness>() {
     let mut after = subscribe(&harness).await;
     nothing_within(&mut after, QUIET).await;
     after.control.close().await;
+    assert_eq!(harness.left().await, 0, "the acked message is gone from the queue");
     harness.finish().await;
 }
 
@@ -318,6 +328,7 @@ async fn after_a_cancel_nothing_new_arrives_and_the_held_settle<H: Harness>() {
     nothing_within(&mut subscription, QUIET).await;
     held.settle.ack().await.expect("a held delivery settles after the cancel");
     subscription.control.close().await;
+    assert_eq!(harness.left().await, 1, "only the one sent after the cancel is left");
 
     let mut next_one = subscribe(&harness).await;
     let delivery = next(&mut next_one).await;
