@@ -182,30 +182,52 @@ pub fn parse() -> Cli {
     try_parse_from(std::env::args_os()).unwrap_or_else(|error| exit_naming_env(error))
 }
 
-fn exit_naming_env(mut error: clap::Error) -> ! {
+fn exit_naming_env(error: clap::Error) -> ! {
+    naming_env(error).exit()
+}
+
+/// Clap's error for a bad value, completed by the name of its environment variable, and without
+/// the value itself when the setting holds a secret (a mistyped connection string still carries
+/// its key).
+fn naming_env(mut error: clap::Error) -> clap::Error {
     if matches!(error.kind(), ErrorKind::InvalidValue | ErrorKind::ValueValidation)
-        && let Some(ContextValue::String(flag)) = error.get(ContextKind::InvalidArg)
-        && let Some(env) = env_of(flag)
+        && let Some(ContextValue::String(flag)) = error.get(ContextKind::InvalidArg).cloned()
     {
-        let flag = format!("{flag} (environment variable {env})");
-        error.insert(ContextKind::InvalidArg, ContextValue::String(flag));
+        if is_secret(&flag) {
+            error.insert(ContextKind::InvalidValue, ContextValue::String("(not shown: it may hold a secret)".into()));
+        }
+        if let Some(env) = env_of(&flag) {
+            let flag = format!("{flag} (environment variable {env})");
+            error.insert(ContextKind::InvalidArg, ContextValue::String(flag));
+        }
     }
-    error.exit()
+    error
+}
+
+/// Whether the setting behind a flag holds a secret (a URL with a password, a connection string).
+fn is_secret(flag: &str) -> bool {
+    let secret_types = [
+        std::any::TypeId::of::<actors::secret::SecretUrl>(),
+        std::any::TypeId::of::<actors::servicebus::ConnectionString>(),
+    ];
+    find_arg(flag).is_some_and(|arg| secret_types.iter().any(|t| arg.get_value_parser().type_id() == *t))
 }
 
 /// The environment variable behind a flag as clap prints it (`--prefetch <PREFETCH>`).
 fn env_of(flag: &str) -> Option<String> {
+    Some(find_arg(flag)?.get_env()?.to_string_lossy().into_owned())
+}
+
+/// The declaration of a flag as clap prints it, in `run` or any subcommand.
+fn find_arg(flag: &str) -> Option<clap::Arg> {
     let long = flag.trim_start_matches("--").split([' ', '=']).next()?;
     let mut command = command();
     command.build();
-    let found = command
+    command
         .get_arguments()
         .chain(command.get_subcommands().flat_map(|s| s.get_arguments()))
-        .find(|arg| arg.get_long() == Some(long))?
-        .get_env()?
-        .to_string_lossy()
-        .into_owned();
-    Some(found)
+        .find(|arg| arg.get_long() == Some(long))
+        .cloned()
 }
 
 #[cfg(test)]
@@ -276,5 +298,18 @@ mod tests {
         }
         assert_eq!(env_of("--prefetch <PREFETCH>").as_deref(), Some("ORDER_PROCESS_PREFETCH"));
         assert_eq!(env_of("--database-url <DATABASE_URL>").as_deref(), Some("DATABASE_URL"));
+    }
+
+    #[test]
+    fn a_bad_secret_is_refused_without_being_shown() {
+        let key = "SharedAccessKeyName=Root;SharedAccessKey=hunter2";
+        let error = parse_args(&["--servicebus-connection-string", key]).unwrap_err();
+        let shown = naming_env(error).to_string();
+        assert!(shown.contains("AZURE_SERVICEBUS_CONNECTION_STRING") && !shown.contains("hunter2"), "{shown}");
+        let error = parse_args(&["--amqp-url", "guest:hunter2@rabbit"]).unwrap_err();
+        let shown = naming_env(error).to_string();
+        assert!(shown.contains("AMQP_URL") && !shown.contains("hunter2"), "{shown}");
+        let error = parse_args(&["--prefetch", "zero"]).unwrap_err();
+        assert!(naming_env(error).to_string().contains("'zero'"), "other values are shown");
     }
 }
