@@ -6,9 +6,11 @@
 use crate::settings::Settings;
 use crate::telemetry::{LogConfig, LogFormat};
 use actors::amqp::AmqpConfig;
+use actors::broker::BrokerChoice;
 use actors::consumer::RedeliveryPolicy;
 use actors::messaging::QueuesConfig;
 use actors::processor::DatabaseConfig;
+use actors::servicebus::ServiceBusConfig;
 use actors::status_writer::StatusConfig;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -56,7 +58,11 @@ pub struct InspectArgs {
     #[command(flatten)]
     pub queues: QueuesConfig,
     #[command(flatten)]
+    pub broker: BrokerChoice,
+    #[command(flatten)]
     pub amqp: AmqpConfig,
+    #[command(flatten)]
+    pub servicebus: ServiceBusConfig,
     /// The retry delays name the retry queues.
     #[command(flatten)]
     pub redelivery: RedeliveryPolicy,
@@ -75,7 +81,11 @@ pub struct DlqArgs {
     #[command(flatten)]
     pub queues: QueuesConfig,
     #[command(flatten)]
+    pub broker: BrokerChoice,
+    #[command(flatten)]
     pub amqp: AmqpConfig,
+    #[command(flatten)]
+    pub servicebus: ServiceBusConfig,
     #[command(flatten)]
     pub log: LogConfig,
 }
@@ -172,35 +182,75 @@ pub fn parse() -> Cli {
     try_parse_from(std::env::args_os()).unwrap_or_else(|error| exit_naming_env(error))
 }
 
-fn exit_naming_env(mut error: clap::Error) -> ! {
-    // clap quotes the refused value: a URL's password must not be in it.
-    if let Some(ContextValue::String(value)) = error.get(ContextKind::InvalidValue) {
-        let masked = actors::secret::redacted_list(value);
-        error.insert(ContextKind::InvalidValue, ContextValue::String(masked));
-    }
+fn exit_naming_env(error: clap::Error) -> ! {
+    naming_env(error).exit()
+}
+
+/// Clap's error for a bad value, completed by the name of its environment variable, and with the
+/// value it quotes made safe when the setting holds a secret: URLs with their passwords masked,
+/// a connection string (a mistyped one still carries its key) not shown at all.
+fn naming_env(mut error: clap::Error) -> clap::Error {
     if matches!(error.kind(), ErrorKind::InvalidValue | ErrorKind::ValueValidation)
-        && let Some(ContextValue::String(flag)) = error.get(ContextKind::InvalidArg)
-        && let Some(env) = env_of(flag)
+        && let Some(ContextValue::String(flag)) = error.get(ContextKind::InvalidArg).cloned()
     {
-        let flag = format!("{flag} (environment variable {env})");
-        error.insert(ContextKind::InvalidArg, ContextValue::String(flag));
+        match secret_kind(&flag) {
+            Some(Secret::Urls) => {
+                if let Some(ContextValue::String(value)) = error.get(ContextKind::InvalidValue) {
+                    let masked = actors::secret::redacted_list(value);
+                    error.insert(ContextKind::InvalidValue, ContextValue::String(masked));
+                }
+            }
+            Some(Secret::Opaque) => {
+                let hidden = ContextValue::String("(not shown: it may hold a secret)".into());
+                error.insert(ContextKind::InvalidValue, hidden);
+            }
+            None => {}
+        }
+        if let Some(env) = env_of(&flag) {
+            let flag = format!("{flag} (environment variable {env})");
+            error.insert(ContextKind::InvalidArg, ContextValue::String(flag));
+        }
     }
-    error.exit()
+    error
+}
+
+/// How a setting's value holds a secret.
+enum Secret {
+    /// URLs (one or a list) whose passwords can be masked.
+    Urls,
+    /// A value that cannot be shown in part (a connection string).
+    Opaque,
+}
+
+/// Whether the setting behind a flag holds a secret, and of which kind.
+fn secret_kind(flag: &str) -> Option<Secret> {
+    let parser = find_arg(flag)?.get_value_parser().type_id();
+    if parser == std::any::TypeId::of::<actors::secret::SecretUrl>()
+        || parser == std::any::TypeId::of::<actors::amqp::AmqpUrls>()
+    {
+        Some(Secret::Urls)
+    } else if parser == std::any::TypeId::of::<actors::servicebus::ConnectionString>() {
+        Some(Secret::Opaque)
+    } else {
+        None
+    }
 }
 
 /// The environment variable behind a flag as clap prints it (`--prefetch <PREFETCH>`).
 fn env_of(flag: &str) -> Option<String> {
+    Some(find_arg(flag)?.get_env()?.to_string_lossy().into_owned())
+}
+
+/// The declaration of a flag as clap prints it, in `run` or any subcommand.
+fn find_arg(flag: &str) -> Option<clap::Arg> {
     let long = flag.trim_start_matches("--").split([' ', '=']).next()?;
     let mut command = command();
     command.build();
-    let found = command
+    command
         .get_arguments()
         .chain(command.get_subcommands().flat_map(|s| s.get_arguments()))
-        .find(|arg| arg.get_long() == Some(long))?
-        .get_env()?
-        .to_string_lossy()
-        .into_owned();
-    Some(found)
+        .find(|arg| arg.get_long() == Some(long))
+        .cloned()
 }
 
 #[cfg(test)]
@@ -271,5 +321,18 @@ mod tests {
         }
         assert_eq!(env_of("--prefetch <PREFETCH>").as_deref(), Some("ORDER_PROCESS_PREFETCH"));
         assert_eq!(env_of("--database-url <DATABASE_URL>").as_deref(), Some("DATABASE_URL"));
+    }
+
+    #[test]
+    fn a_bad_secret_is_refused_without_being_shown() {
+        let key = "SharedAccessKeyName=Root;SharedAccessKey=hunter2";
+        let error = parse_args(&["--servicebus-connection-string", key]).unwrap_err();
+        let shown = naming_env(error).to_string();
+        assert!(shown.contains("AZURE_SERVICEBUS_CONNECTION_STRING") && !shown.contains("hunter2"), "{shown}");
+        let error = parse_args(&["--amqp-url", "guest:hunter2@rabbit"]).unwrap_err();
+        let shown = naming_env(error).to_string();
+        assert!(shown.contains("AMQP_URL") && !shown.contains("hunter2"), "{shown}");
+        let error = parse_args(&["--prefetch", "zero"]).unwrap_err();
+        assert!(naming_env(error).to_string().contains("'zero'"), "other values are shown");
     }
 }

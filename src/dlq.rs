@@ -2,17 +2,37 @@
 //! logs to stderr.
 
 use crate::cli::{DlqAction, DlqArgs};
+use crate::settings::broker_kind;
 use actors::amqp::{AmqpDeadLetters, Topology};
+use actors::broker::BrokerKind;
 use actors::messaging::{DeadLetter, DeadLetterQueue};
 use anyhow::bail;
 use std::io::Write;
 use std::sync::Arc;
 
+/// The dead-letter queue of the broker the arguments choose, and its name.
+fn dead_letter_queue(args: &DlqArgs) -> anyhow::Result<(Box<dyn DeadLetterQueue>, String)> {
+    match broker_kind(&args.broker, &args.servicebus)? {
+        BrokerKind::Rabbitmq => {
+            let delays = actors::consumer::RedeliveryPolicy::default().retry_delays;
+            let topology = Arc::new(Topology::new(&args.queues, &args.amqp, &delays));
+            let queue = topology.dead_letter.clone();
+            Ok((Box::new(AmqpDeadLetters::new(args.amqp.amqp_url.clone(), topology)), queue))
+        }
+        #[cfg(feature = "servicebus")]
+        BrokerKind::Servicebus => {
+            let config = Arc::new(args.servicebus.clone());
+            let dead_letters = actors::servicebus::ServiceBusDeadLetters::new(config, &args.queues.inbound_queue);
+            let queue = dead_letters.path();
+            Ok((Box::new(dead_letters), queue))
+        }
+        #[cfg(not(feature = "servicebus"))]
+        BrokerKind::Servicebus => Err(actors::broker::BrokerChoiceError::ServiceBusNotBuilt.into()),
+    }
+}
+
 pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
-    let delays = actors::consumer::RedeliveryPolicy::default().retry_delays;
-    let topology = Arc::new(Topology::new(&args.queues, &args.amqp, &delays));
-    let queue = topology.dead_letter.clone();
-    let dead_letters = AmqpDeadLetters::new(args.amqp.amqp_url.clone(), topology);
+    let (dead_letters, queue) = dead_letter_queue(&args)?;
     let mut out = std::io::stdout().lock();
     match args.action {
         DlqAction::List { limit, json } => {

@@ -9,7 +9,9 @@
 //! naming its setting (exit 1).
 
 use crate::cli::InspectArgs;
+use crate::settings::broker_kind;
 use actors::amqp::{AmqpQueueInspector, Topology};
+use actors::broker::BrokerKind;
 use actors::messaging::{QueueInspector, QueueRole, QueueScan, Sighting};
 use actors::order::CorrelationId;
 use actors::processor::{self, DatabaseConfig, StoredOrder};
@@ -113,13 +115,33 @@ impl Report {
     }
 }
 
+/// The queue inspector of the broker the arguments choose, and how to name that broker in an
+/// error.
+fn queue_inspector(args: &InspectArgs) -> anyhow::Result<(Box<dyn QueueInspector>, String)> {
+    match broker_kind(&args.broker, &args.servicebus)? {
+        BrokerKind::Rabbitmq => {
+            let topology = Arc::new(Topology::new(&args.queues, &args.amqp, &args.redelivery.retry_delays));
+            let name = format!("RabbitMQ at {} (AMQP_URL, --amqp-url)", args.amqp.amqp_url);
+            Ok((Box::new(AmqpQueueInspector::new(args.amqp.amqp_url.clone(), topology)), name))
+        }
+        #[cfg(feature = "servicebus")]
+        BrokerKind::Servicebus => {
+            let config = Arc::new(args.servicebus.clone());
+            let name = format!("Service Bus at {}", config.target());
+            let inspector = actors::servicebus::ServiceBusQueueInspector::new(config, &args.queues.inbound_queue);
+            Ok((Box::new(inspector), name))
+        }
+        #[cfg(not(feature = "servicebus"))]
+        BrokerKind::Servicebus => Err(actors::broker::BrokerChoiceError::ServiceBusNotBuilt.into()),
+    }
+}
+
 pub async fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
     let id = CorrelationId::new(args.correlation_id);
-    let topology = Arc::new(Topology::new(&args.queues, &args.amqp, &args.redelivery.retry_delays));
-    let inspector = AmqpQueueInspector::new(args.amqp.amqp_url.clone(), topology);
+    let (inspector, broker_name) = queue_inspector(&args)?;
     let broker = async {
         let search = inspector.find(&id.to_string(), args.limit).await;
-        search.with_context(|| format!("RabbitMQ at {} (AMQP_URL, --amqp-url)", args.amqp.amqp_url))
+        search.with_context(|| broker_name.clone())
     };
     let (order, status, search) = tokio::join!(stored_order(&args.database, id), status(&args.status, id), broker);
     let errors: Vec<String> = [order.as_ref().err(), status.as_ref().err(), search.as_ref().err()]

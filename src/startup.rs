@@ -6,7 +6,9 @@ use crate::settings::Settings;
 use crate::telemetry::MetricsExporter;
 use actors::amqp::AmqpUrls;
 use actors::amqp::{AmqpInbound, AmqpOutbound, Topology};
+use actors::broker::BrokerKind;
 use actors::events::{DependencyReconnected, Event};
+use actors::messaging::{InboundBroker, OutboundBroker};
 use actors::processor::DatabaseConfig;
 use actors::processor::{self, SeaOrmOrderStore};
 use actors::retry::until_ok;
@@ -33,8 +35,41 @@ pub struct Application {
     db: DatabaseConnection,
     redis: fred::clients::Client,
     metrics: Arc<MetricsExporter>,
-    sampler: tokio::task::JoinHandle<()>,
+    sampler: Option<tokio::task::JoinHandle<()>>,
     settings: Settings,
+}
+
+/// The consumer's and the publisher's ports on the broker the settings choose, and the queue
+/// depth sampler where the broker tells depths without an administration API (RabbitMQ).
+type BrokerPorts = (Arc<dyn InboundBroker>, Arc<dyn OutboundBroker>, Option<tokio::task::JoinHandle<()>>);
+
+fn broker_ports(settings: &Settings, metrics: &Metrics) -> anyhow::Result<BrokerPorts> {
+    let worker = &settings.worker;
+    match settings.broker_kind()? {
+        BrokerKind::Rabbitmq => {
+            let delays = &worker.consumer.redelivery.retry_delays;
+            let topology = Arc::new(Topology::new(&worker.queues, &settings.amqp, delays));
+            let url = &settings.amqp.amqp_url;
+            let sampler = actix_rt::spawn(sample_queue_depths(url.clone(), topology.clone(), metrics.clone()));
+            Ok((
+                Arc::new(AmqpInbound::new(url.clone(), topology.clone(), settings.amqp.settle_confirm_timeout)),
+                Arc::new(AmqpOutbound::new(url.clone(), topology)),
+                Some(sampler),
+            ))
+        }
+        #[cfg(feature = "servicebus")]
+        BrokerKind::Servicebus => {
+            use actors::servicebus::{ServiceBusInbound, ServiceBusOutbound};
+            let config = Arc::new(settings.servicebus.clone());
+            Ok((
+                Arc::new(ServiceBusInbound::new(config.clone(), worker.queues.inbound_queue.clone())),
+                Arc::new(ServiceBusOutbound::new(config)),
+                None,
+            ))
+        }
+        #[cfg(not(feature = "servicebus"))]
+        BrokerKind::Servicebus => Err(actors::broker::BrokerChoiceError::ServiceBusNotBuilt.into()),
+    }
 }
 
 impl Application {
@@ -75,16 +110,13 @@ impl Application {
         });
         redis.connect();
 
-        let topology =
-            Arc::new(Topology::new(&worker.queues, &settings.amqp, &worker.consumer.redelivery.retry_delays));
-        let url = &settings.amqp.amqp_url;
+        let (inbound, outbound, sampler) = broker_ports(&settings, &metrics)?;
         let ports = Ports {
-            inbound: Arc::new(AmqpInbound::new(url.clone(), topology.clone(), settings.amqp.settle_confirm_timeout)),
-            outbound: Arc::new(AmqpOutbound::new(url.clone(), topology.clone())),
+            inbound,
+            outbound,
             orders: Arc::new(SeaOrmOrderStore::new(db.clone())),
             statuses: Arc::new(RedisStatusStore::new(redis.clone(), &worker.status)),
         };
-        let sampler = actix_rt::spawn(sample_queue_depths(url.clone(), topology, metrics.clone()));
         let worker = Worker::start(ports, worker.clone(), health, metrics);
         Ok(Self { worker, http_addr, stop_http, http, db, redis, metrics: exporter, sampler, settings })
     }
@@ -123,7 +155,9 @@ impl Application {
                 tracing::warn!(%error, "the consumer stopped during the drain; unsettled deliveries return to the queue")
             }
         }
-        self.sampler.abort();
+        if let Some(sampler) = self.sampler {
+            sampler.abort();
+        }
         let _ = self.redis.quit().await;
         let _ = self.db.close().await;
         let _ = self.stop_http.send(());

@@ -17,7 +17,8 @@
 //! - Business rules as plain functions: [`order::decode`] (validation), [`status::may_replace`]
 //!   (status never goes backwards), [`consumer::decide`] (ack, retry or dead-letter);
 //!   idempotency is the unique CorrelationId in [`processor`].
-//! - Broker-neutral messaging ports in [`messaging`]; RabbitMQ adapter in [`amqp`]; in-process
+//! - Broker-neutral messaging ports in [`messaging`]; RabbitMQ adapter in [`amqp`], Azure Service
+//!   Bus adapter in `servicebus` (feature `servicebus`, default); in-process
 //!   adapters of every port in [`memory`] (unit tests and the embedded demo).
 //! - [`config`]: how each setting is declared once, beside its component.
 //! - [`events`]: what happens, logged and counted together; [`metrics`]: the instruments.
@@ -26,6 +27,7 @@
 //! - [`trace_context`]: W3C trace context in message headers, and each delivery's tracing.
 
 pub mod amqp;
+pub mod broker;
 pub mod config;
 pub mod consumer;
 pub mod dependency;
@@ -40,6 +42,7 @@ pub mod processor;
 pub mod publisher;
 pub mod retry;
 pub mod secret;
+pub mod servicebus;
 pub mod status;
 pub mod status_writer;
 pub mod supervisor;

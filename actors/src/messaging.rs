@@ -214,6 +214,10 @@ pub enum BrokerError {
     Unconfirmed(Duration),
     #[error("no queue took the message (destination {0:?} missing?)")]
     Unroutable(String),
+    /// The message's lock (Service Bus peek-lock) expired or was lost before the settlement: the
+    /// broker delivers the message again, so nothing is settled and nothing is lost.
+    #[error("the message's lock was lost before it was settled; the broker delivers it again")]
+    LockLost,
     /// The broker refused an operation (`what`).
     #[error("broker operation failed: {what}")]
     Protocol {
@@ -237,15 +241,17 @@ impl BrokerError {
 
 impl crate::retry::Classify for BrokerError {
     /// A broker failure is a property of the broker, never of the message: all of them may pass,
-    /// and all of them mean the broker cannot take messages now.
+    /// and all but a lost lock (one message's, while the broker works) mean the broker cannot
+    /// take messages now.
     fn is_transient(&self) -> bool {
         true
     }
     fn is_outage(&self) -> bool {
-        true
+        !matches!(self, Self::LockLost)
     }
     fn kind(&self) -> &'static str {
         match self {
+            Self::LockLost => "lock_lost",
             Self::Connection { .. } => "connection",
             Self::Closed(_) => "closed",
             Self::Nacked => "nacked",

@@ -88,6 +88,11 @@ pub fn exposing_secrets<T>(f: impl FnOnce() -> T) -> T {
     result
 }
 
+/// Whether secrets serialize in clear right now (inside [`exposing_secrets`]).
+pub fn exposing() -> bool {
+    EXPOSED.get()
+}
+
 impl SecretUrl {
     /// The URL; its password, if any, is registered for [`mask`].
     pub fn new(url: impl Into<String>) -> Self {

@@ -583,15 +583,17 @@ impl Broker {
 
         self.with(|queues| {
             let queue = queues.get_mut(&key(entity))?;
+            // In a session, a message's lock is the session's lock (as on Service Bus, where a
+            // session receiver renews the session lock, not message locks).
+            let mut session_until = None;
             if let Some(id) = session {
                 let held = queue
                     .sessions
                     .get(id)
                     .and_then(|s| s.lock)
-                    .is_some_and(|(holder, until)| holder == owner && until > now);
-                if !held {
-                    return None;
-                }
+                    .filter(|(holder, until)| *holder == owner && *until > now);
+                let (_, until) = held?;
+                session_until = Some(until);
             }
             let lock_duration = millis(queue.config.lock_duration);
             let sessionful = queue.sessionful();
@@ -607,7 +609,7 @@ impl Broker {
                 queue.messages.remove(&number);
                 return Some(Delivered { lock_token: token, payload });
             }
-            let until = now + lock_duration;
+            let until = session_until.unwrap_or(now + lock_duration);
             entry.lock = Some(Lock { token, until, owner });
             let payload = encode_for_delivery(entry, Some(until), annotate.then_some(token));
             Some(Delivered { lock_token: token, payload })
@@ -747,6 +749,14 @@ impl Broker {
                 Some((owner, until)) if until > now => {
                     let until = now + duration;
                     entry.lock = Some((owner, until));
+                    // The locks of the session's messages are the session lock: renewed with it.
+                    for message in queue.messages.values_mut() {
+                        if message.session_id() == Some(session)
+                            && let Some(lock) = message.lock.as_mut().filter(|lock| lock.owner == owner)
+                        {
+                            lock.until = until;
+                        }
+                    }
                     Ok(until)
                 }
                 _ => Err(LockError::SessionLockLost),

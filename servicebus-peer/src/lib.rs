@@ -10,6 +10,7 @@
 //! - `management`: the `$cbs` put-token node and each entity's `$management` operations.
 //! - [`Peer`]: starts the listener in-process; inspection (`messages`, `dead_letters`), direct
 //!   sends, and fault injection (`drop_connections`, `detach_queue`, `expire_locks`) for tests.
+//! - [`referee`]: Microsoft's Python SDK, installed for tests that let it judge.
 //!
 //! What it does not emulate (TLS on 5671, WebSockets, Entra tokens, topics, throttling, real
 //! timing) is listed in `docs/servicebus-peer.md`.
@@ -17,6 +18,7 @@
 pub mod broker;
 mod connection;
 mod management;
+pub mod referee;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -117,6 +119,28 @@ impl Peer {
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(run(listener, shared.clone(), stopped));
         Ok(Self { shared, address, key_name: config.key_name, key: config.key, stop: Some(stop), task: Some(task) })
+    }
+
+    /// Starts on port 5672 (the only port azservicebus dials for plain AMQP) of a free loopback
+    /// address in 127.0.10.1–127.0.249.250 (clear of 127.0.0.x, which people use by hand and
+    /// the shared RabbitMQ holds), `adjust`ing the configuration first; a taken address is
+    /// skipped.
+    pub async fn start_on_free_loopback(
+        queues: Vec<QueueConfig>,
+        adjust: impl Fn(&mut PeerConfig),
+    ) -> Result<Self, PeerError> {
+        let mut last_error = None;
+        for _ in 0..64 {
+            let bytes = uuid::Uuid::new_v4().into_bytes();
+            let ip = std::net::Ipv4Addr::new(127, 0, 10 + bytes[0] % 240, 1 + bytes[1] % 250);
+            let mut config = PeerConfig::new(SocketAddr::from((ip, 5672)), queues.clone());
+            adjust(&mut config);
+            match Self::start(config).await {
+                Ok(peer) => return Ok(peer),
+                Err(error @ PeerError::Bind { .. }) => last_error = Some(error),
+            }
+        }
+        Err(last_error.expect("64 tries were made"))
     }
 
     /// The bound address.

@@ -6,7 +6,6 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use servicebus_peer::QueueConfig;
@@ -19,23 +18,7 @@ fn repository() -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn microsoft_python_sdk_agrees_with_the_peer() {
-    let has_python = std::process::Command::new("python3")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    if !has_python {
-        eprintln!("SKIPPED: python3 is not installed, so the azure-servicebus referee cannot run");
-        return;
-    }
-    let install = tokio::process::Command::new("bash")
-        .arg(repository().join("scripts/python-sdk.sh"))
-        .stderr(Stdio::inherit())
-        .output()
-        .await
-        .expect("scripts/python-sdk.sh runs");
-    assert!(install.status.success(), "installing azure-servicebus failed");
-    let python = String::from_utf8(install.stdout).expect("a path").trim().to_string();
+    let Some(python) = servicebus_peer::referee::python_sdk().await else { return };
 
     let queue = queue_name("py");
     let session_queue = queue_name("py-sessions");

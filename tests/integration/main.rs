@@ -4,6 +4,7 @@
 
 mod asyncapi;
 mod batches;
+mod broker_contract;
 mod broker_urls;
 mod chart_values;
 mod cli;
@@ -14,5 +15,9 @@ mod inspect;
 mod observability;
 mod pipeline;
 mod scale;
+mod servicebus_chaos;
+mod servicebus_e2e;
+mod servicebus_live;
+mod servicebus_tools;
 mod settings_docs;
 mod settle;

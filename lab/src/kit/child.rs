@@ -71,6 +71,10 @@ mod tests {
         settings.amqp.dead_letter_queue = Some("dead".into());
         settings.amqp.single_active_consumer = true;
         settings.migrate_on_start = false;
+        let key = "Endpoint=sb://127.0.0.2/;SharedAccessKeyName=Root;SharedAccessKey=k;UseDevelopmentEmulator=true";
+        settings.servicebus.servicebus_connection_string =
+            Some(actors::servicebus::parse_connection_string(key).unwrap());
+        settings.servicebus.servicebus_max_sessions = 3;
 
         let args = settings_args(&settings);
         let parsed = try_parse_from(["order-process".to_owned(), "run".to_owned()].into_iter().chain(args)).unwrap();
@@ -80,8 +84,12 @@ mod tests {
         let env: BTreeMap<_, _> = settings_env(&settings).into_iter().collect();
         assert_eq!(env["DATABASE_URL"], "postgres://u:pw@db/x", "the child gets the real password");
         assert_eq!(env["ORDER_PROCESS_RETRY_DELAYS"], "250ms,2s");
-        let declared =
-            Settings::augment_args(Command::new("run")).get_arguments().filter(|a| a.get_env().is_some()).count();
+        assert_eq!(env["AZURE_SERVICEBUS_CONNECTION_STRING"], key, "the child gets the real key");
+        // The namespace is the alternative to the connection string: one of the two is given.
+        let declared = Settings::augment_args(Command::new("run"))
+            .get_arguments()
+            .filter(|a| a.get_env().is_some_and(|env| env != "AZURE_SERVICEBUS_FULLY_QUALIFIED_NAMESPACE"))
+            .count();
         assert_eq!(env.len(), declared, "every setting has a value");
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod child;
 pub mod private;
+pub mod servicebus;
 pub mod worker;
 
 use actors::amqp::{AmqpUrls, Topology};
