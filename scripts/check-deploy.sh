@@ -176,9 +176,46 @@ def rules(rendered, values_name):
     env = {e["name"]: e for e in worker.get("env", [])}
     if env.get("ORDER_PROCESS_MIGRATE_ON_START", {}).get("value") != "false":
         errors.append("the worker does not set ORDER_PROCESS_MIGRATE_ON_START=false")
-    for name in ("AMQP_URL", "DATABASE_URL", "REDIS_URL"):
+    broker = cm["data"].get("ORDER_PROCESS_BROKER", "rabbitmq")
+    labels = dep["spec"]["template"]["metadata"].get("labels", {})
+    workload_identity = labels.get("azure.workload.identity/use") == "true"
+    secret_names = ["DATABASE_URL", "REDIS_URL"]
+    if broker == "servicebus" and workload_identity:
+        # Entra Workload ID: the namespace in plain sight, no broker secret, a service account
+        # of the chart's carrying the identity's client id.
+        if not env.get("AZURE_SERVICEBUS_FULLY_QUALIFIED_NAMESPACE", {}).get("value"):
+            errors.append("workload identity without AZURE_SERVICEBUS_FULLY_QUALIFIED_NAMESPACE")
+        if "AZURE_SERVICEBUS_CONNECTION_STRING" in env or "AMQP_URL" in env:
+            errors.append("workload identity, yet the pod also reads a broker secret")
+        sa = next((a for a in by_kind.get("ServiceAccount", []) if a["metadata"]["name"] == pod.get("serviceAccountName")), None)
+        if sa is None or not sa["metadata"].get("annotations", {}).get("azure.workload.identity/client-id"):
+            errors.append("workload identity: the pod's service account is not the chart's, annotated with azure.workload.identity/client-id")
+    elif broker == "servicebus":
+        secret_names.append("AZURE_SERVICEBUS_CONNECTION_STRING")
+        if "AMQP_URL" in env:
+            errors.append("the broker is servicebus, yet the pod reads AMQP_URL")
+    else:
+        secret_names.append("AMQP_URL")
+        if workload_identity:
+            errors.append("the broker is rabbitmq, yet the pods carry the workload identity label")
+    for name in secret_names:
         if "secretKeyRef" not in env.get(name, {}).get("valueFrom", {}):
             errors.append(f"{name} does not come from a Secret")
+    if pod.get("automountServiceAccountToken") is not False:
+        errors.append("the worker pods mount a Kubernetes API token")
+    for so in by_kind.get("ScaledObject", []):
+        want = "azure-servicebus" if broker == "servicebus" else "rabbitmq"
+        types = [t["type"] for t in so["spec"]["triggers"]]
+        if types != [want]:
+            errors.append(f"KEDA triggers {types} for broker {broker} (expected [{want}])")
+        for t in so["spec"]["triggers"]:
+            ref = t.get("authenticationRef", {}).get("name")
+            if not ref and not ({"hostFromEnv", "connectionFromEnv"} & set(t["metadata"])):
+                errors.append(f"KEDA trigger {t['type']} has neither an authenticationRef nor a connection from the worker's env")
+            if t["metadata"].get("connectionFromEnv") and t["metadata"]["connectionFromEnv"] not in env:
+                errors.append(f"KEDA reads {t['metadata']['connectionFromEnv']}, which the worker container does not have")
+            if workload_identity and not ref:
+                errors.append("workload identity, yet KEDA's trigger has no TriggerAuthentication")
     probes = {"livenessProbe": "/health/live", "readinessProbe": "/health/ready"}
     for probe, path in probes.items():
         got = worker.get(probe, {}).get("httpGet", {})
@@ -339,6 +376,21 @@ else
   else
     pass "helm template refuses terminationGracePeriodSeconds <= drain timeout"
   fi
+  # Service Bus values that cannot work must stop the render with a message naming the value.
+  refuses() { # <expected message> <helm --set arguments...>
+    local want=$1; shift
+    if "$HELM" template order-process "$CHART" "$@" >/dev/null 2>"$WORK/refuse.err" || ! grep -qF "$want" "$WORK/refuse.err"; then
+      fail "helm template accepts $* (expected: $want)"
+    else
+      pass "helm template refuses $*"
+    fi
+  }
+  refuses "serviceBus.clientId is required" --set config.broker=servicebus --set serviceBus.auth=workloadIdentity \
+    --set serviceBus.fullyQualifiedNamespace=orders.servicebus.windows.net
+  refuses "serviceBus.fullyQualifiedNamespace is required" --set config.broker=servicebus --set serviceBus.auth=workloadIdentity \
+    --set serviceBus.clientId=00000000-0000-0000-0000-000000000001
+  refuses "connection.serviceBusConnectionString is required" --set config.broker=servicebus
+  refuses "config.broker must be rabbitmq or servicebus" --set config.broker=auto
   # The dashboard ConfigMap must render (as nothing) when the dashboard file is missing.
   cp -r "$CHART" "$WORK/chart-no-dashboard" && rm -f "$WORK/chart-no-dashboard/files/grafana-dashboard.json"
   if "$HELM" template order-process "$WORK/chart-no-dashboard" --set grafanaDashboard.enabled=true >"$WORK/no-dashboard.yaml" 2>"$WORK/no-dashboard.err" \
@@ -416,8 +468,13 @@ if [ ${#RENDERED[@]} -gt 0 ] && [ "$YAML_OK" = true ]; then
     cat >"$NODE_TOOLS/validate-crds.mjs" <<'JS'
 import { readFileSync } from "node:fs";
 import { ScaledObject } from "@kubernetes-models/keda/keda.sh/v1alpha1/ScaledObject";
+import { TriggerAuthentication } from "@kubernetes-models/keda/keda.sh/v1alpha1/TriggerAuthentication";
 import { ServiceMonitor } from "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor";
-const models = { "keda.sh/v1alpha1/ScaledObject": ScaledObject, "monitoring.coreos.com/v1/ServiceMonitor": ServiceMonitor };
+const models = {
+  "keda.sh/v1alpha1/ScaledObject": ScaledObject,
+  "keda.sh/v1alpha1/TriggerAuthentication": TriggerAuthentication,
+  "monitoring.coreos.com/v1/ServiceMonitor": ServiceMonitor,
+};
 let failed = 0;
 const valid = [];
 for (const doc of JSON.parse(readFileSync(process.argv[2], "utf8"))) {

@@ -67,8 +67,10 @@ const SET_BY_THE_CHART: &[(&str, &str)] =
     &[("ORDER_PROCESS_MIGRATE_ON_START", "always \"false\" in the Deployment: the migration Job owns the schema")];
 
 /// Keys whose default deliberately differs from the binary's: (key, the chart's default, why).
-const CHART_DEFAULTS: &[(&str, &str, &str)] =
-    &[("logFormat", "json", "log pipelines need JSON; the binary's auto picks pretty on a terminal")];
+const CHART_DEFAULTS: &[(&str, &str, &str)] = &[
+    ("logFormat", "json", "log pipelines need JSON; the binary's auto picks pretty on a terminal"),
+    ("broker", "rabbitmq", "the chart gives the pods one broker's credentials, so it names that broker (and refuses auto)"),
+];
 
 /// Settings of `run` that are not `ORDER_PROCESS_*`: the connection URLs, which the Deployment
 /// reads from the Secret (`connection.secretKeys`), never from `config`.

@@ -60,8 +60,31 @@ app.kubernetes.io/component: migrate
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
 {{- end }}
 
+{{/* The broker is Azure Service Bus (config.broker), and how the worker signs in to it. */}}
+{{- define "order-process.serviceBus" -}}
+{{- if eq .Values.config.broker "servicebus" }}true{{ end }}
+{{- end }}
+{{- define "order-process.workloadIdentity" -}}
+{{- if and (include "order-process.serviceBus" .) (eq .Values.serviceBus.auth "workloadIdentity") }}true{{ end }}
+{{- end }}
+
 {{/*
-The Secret holding AMQP_URL, DATABASE_URL and REDIS_URL: the user's existingSecret, or the one
+The worker's service account: created by the chart when serviceAccount.create is true or
+workload identity needs one; otherwise serviceAccount.name (empty: the namespace's default).
+*/}}
+{{- define "order-process.createServiceAccount" -}}
+{{- if or .Values.serviceAccount.create (include "order-process.workloadIdentity" .) }}true{{ end }}
+{{- end }}
+{{- define "order-process.serviceAccountName" -}}
+{{- if include "order-process.createServiceAccount" . }}
+{{- .Values.serviceAccount.name | default (include "order-process.fullname" .) }}
+{{- else }}
+{{- .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+The Secret holding the broker's connection string, DATABASE_URL and REDIS_URL: the user's existingSecret, or the one
 this chart creates (templates/secret.yaml).
 */}}
 {{- define "order-process.secretName" -}}
@@ -103,6 +126,17 @@ Checks of values that the schema cannot express. Included by the Deployment, so 
 {{- $grace := int64 .Values.terminationGracePeriodSeconds }}
 {{- if le $grace $drain }}
 {{- fail (printf "terminationGracePeriodSeconds (%d) must be longer than config.drainTimeoutSeconds (%d): Kubernetes kills the pod (SIGKILL) when the grace period ends, so a shorter one cuts the drain of in-flight deliveries short" $grace $drain) }}
+{{- end }}
+{{- if eq .Values.config.broker "auto" }}
+{{- fail "config.broker must be rabbitmq or servicebus: the chart gives the pods the credentials of one broker, so it must know which (the binary's auto is for a shell or a compose file)" }}
+{{- end }}
+{{- if include "order-process.workloadIdentity" . }}
+{{- if not .Values.serviceBus.fullyQualifiedNamespace }}
+{{- fail "serviceBus.fullyQualifiedNamespace is required when serviceBus.auth is workloadIdentity (e.g. orders.servicebus.windows.net)" }}
+{{- end }}
+{{- if not .Values.serviceBus.clientId }}
+{{- fail "serviceBus.clientId is required when serviceBus.auth is workloadIdentity: the client id of the identity federated with the worker's service account" }}
+{{- end }}
 {{- end }}
 {{- if and .Values.keda.enabled (lt (int64 .Values.keda.maxReplicaCount) (int64 .Values.keda.minReplicaCount)) }}
 {{- fail "keda.maxReplicaCount must be at least keda.minReplicaCount" }}
