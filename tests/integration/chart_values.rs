@@ -69,7 +69,11 @@ const SET_BY_THE_CHART: &[(&str, &str)] =
 /// Keys whose default deliberately differs from the binary's: (key, the chart's default, why).
 const CHART_DEFAULTS: &[(&str, &str, &str)] = &[
     ("logFormat", "json", "log pipelines need JSON; the binary's auto picks pretty on a terminal"),
-    ("broker", "rabbitmq", "the chart gives the pods one broker's credentials, so it names that broker (and refuses auto)"),
+    (
+        "broker",
+        "rabbitmq",
+        "the chart gives the pods one broker's credentials, so it names that broker (and refuses auto)",
+    ),
 ];
 
 /// Settings of `run` that are not `ORDER_PROCESS_*`: the connection URLs, which the Deployment

@@ -12,10 +12,14 @@
 //!    maximum, offered at a fixed rate;
 //! 4. a check that every order is stored once and announced once;
 //! 5. optionally a sweep of batch size and prefetch, plotted as SVG.
+//!
+//! With `--broker servicebus` it measures the Service Bus path instead, against a
+//! `servicebus-peer` in this process ([`servicebus`]).
 
 mod ceilings;
 mod plot;
 mod process;
+mod servicebus;
 
 use crate::kit::Sandbox;
 use crate::kit::worker::{WorkerProcess, worker_binary};
@@ -264,6 +268,9 @@ struct Drained {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.settings.broker.broker == actors::broker::BrokerSetting::Servicebus {
+        return servicebus::run(args).await;
+    }
     worker_binary()?; // before any work: the bench measures the production binary
     let sandbox = Sandbox::within("bench", args.settings.clone()).await?;
     order_process::startup::migrate(&sandbox.settings.worker.processor.database).await?;

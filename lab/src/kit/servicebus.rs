@@ -24,21 +24,25 @@ pub struct ServiceBusSandbox {
 impl ServiceBusSandbox {
     /// A test sandbox on the local PostgreSQL and Redis, with a peer for its queues.
     pub async fn for_test() -> Self {
-        let mut sandbox = Sandbox::for_test().await;
+        Self::with_peer(Sandbox::for_test().await).await.expect("the peer starts")
+    }
+
+    /// `sandbox` with a peer of its own for its queues, and its settings pointed at it.
+    pub async fn with_peer(mut sandbox: Sandbox) -> anyhow::Result<Self> {
         let queues = vec![
             QueueConfig::new(sandbox.inbound()).sessions(true).max_delivery_count(10).lock_duration(LOCK_DURATION),
             QueueConfig::new(sandbox.outbound()).duplicate_detection(Duration::from_secs(600)),
         ];
-        let peer = Peer::start_on_free_loopback(queues, |_| {}).await.expect("the peer starts");
+        let peer = Peer::start_on_free_loopback(queues, |_| {}).await?;
         let settings = &mut sandbox.settings;
         settings.broker.broker = BrokerSetting::Servicebus;
         let bus = &mut settings.servicebus;
         bus.servicebus_connection_string =
-            Some(parse_connection_string(&peer.connection_string()).expect("the peer's connection string parses"));
+            Some(parse_connection_string(&peer.connection_string()).map_err(anyhow::Error::msg)?);
         bus.servicebus_try_timeout = Duration::from_secs(2);
         bus.servicebus_lock_renewal = Duration::from_secs(1);
         bus.servicebus_max_sessions = 4;
-        Self { sandbox, peer }
+        Ok(Self { sandbox, peer })
     }
 
     /// The connection string of the peer (for Microsoft's SDK).
@@ -69,6 +73,11 @@ impl ServiceBusSandbox {
     /// The events on the outbound queue.
     pub fn events(&self) -> Vec<StoredMessage> {
         self.peer.messages(&self.sandbox.outbound()).unwrap_or_default()
+    }
+
+    /// How many events are on the outbound queue.
+    pub fn events_count(&self) -> usize {
+        self.peer.count(&self.sandbox.outbound())
     }
 
     /// Messages still in the inbound queue (locked or not, scheduled retries included).
