@@ -5,7 +5,7 @@
 //! (locked, scheduled or ready). Each test has a `servicebus-peer` of its own, so none stops a
 //! shared service and all run in the normal suite: a worker SIGKILLed mid-stream (its session
 //! locks expire and another worker takes over), the peer cutting every connection mid-stream,
-//! and three workers on one session queue.
+//! every lock of the queue lost mid-stream, and three workers on one session queue.
 
 use lab::kit::servicebus::ServiceBusSandbox;
 use lab::kit::worker::WorkerProcess;
@@ -150,6 +150,29 @@ async fn dropped_connections_lose_nothing_on_service_bus() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         bus.peer.drop_connections();
+    }
+    wait_until_done(&bus, &load, Duration::from_secs(120)).await;
+    worker.stop().await.expect("the worker drains and exits 0");
+    check_invariants(&bus, &load).await;
+    bus.cleanup().await;
+}
+
+#[actix_rt::test]
+async fn locks_lost_mid_stream_lose_nothing_and_store_nothing_twice() {
+    let bus = ServiceBusSandbox::for_test().await;
+    let worker = WorkerProcess::start(&bus.sandbox, 1);
+    worker.ready(Duration::from_secs(30)).await.unwrap();
+    let load = send_load(&bus, 300);
+    for _ in 0..3 {
+        let before = stored_count(&bus).await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while stored_count(&bus).await < before + 30 && stored_count(&bus).await < load.valid.len() {
+            assert!(Instant::now() < deadline, "the worker does not go on after its locks were lost");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Every message and session lock of the queue ends now, in the middle of the worker's
+        // batches: what it held is delivered again, to it or to another session slot.
+        bus.peer.expire_locks(&bus.sandbox.inbound());
     }
     wait_until_done(&bus, &load, Duration::from_secs(120)).await;
     worker.stop().await.expect("the worker drains and exits 0");

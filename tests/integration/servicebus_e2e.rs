@@ -102,5 +102,11 @@ pub(crate) async fn round_trip(sandbox: &Sandbox, connection_string: &str, pytho
         assert_eq!(sandbox.status(&id.to_string()).await.as_deref(), Some("COMPLETED"));
     }
     assert_eq!(sandbox.status(&invalid.to_string()).await.as_deref(), Some("FAILED"));
+    let log = worker.log.clone();
     worker.stop().await.expect("the worker drains and exits 0");
+
+    // The startup line logs every setting; the connection string's key is not among them.
+    let key = connection_string.split(';').find_map(|part| part.strip_prefix("SharedAccessKey=")).unwrap();
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("starting order-process") && !logged.contains(key), "the key is in {}", log.display());
 }

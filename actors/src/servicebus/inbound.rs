@@ -181,7 +181,7 @@ impl Slot {
         let (requests, mut incoming) = mpsc::unbounded_channel();
         let mut next = first;
         loop {
-            if *self.state.borrow() != State::Running {
+            if self.current() != State::Running {
                 break;
             }
             let receiver = match next.take() {
@@ -207,6 +207,15 @@ impl Slot {
             sender.close().await;
         }
         self.client.close().await;
+    }
+
+    /// What the subscription asks now; a subscription dropped without being closed (its consumer
+    /// gone) counts as closed.
+    fn current(&self) -> State {
+        match self.state.has_changed() {
+            Ok(_) => *self.state.borrow(),
+            Err(_) => State::Closed,
+        }
     }
 
     /// The next receiver: the next session with messages, or None if none came in time.
@@ -241,7 +250,7 @@ impl Slot {
                 renew(&mut receiver, &mut held, session.as_mut()).await;
                 next_renewal = Instant::now() + renewal;
             }
-            let state = *self.state.borrow();
+            let state = self.current();
             if state == State::Closed {
                 for (_, held) in held.drain() {
                     let _ = receiver.abandon(&held.message).await;
