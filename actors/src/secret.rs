@@ -107,7 +107,9 @@ impl SecretUrl {
     /// `@`), if it has one.
     fn authority(&self) -> Option<(usize, usize, Option<usize>)> {
         let url = &self.0;
-        let start = url.find("://")? + 3;
+        // Without a scheme (a mistyped value) the authority starts the text, so a password in it
+        // is still found and masked.
+        let start = url.find("://").map_or(0, |i| i + 3);
         let end = url[start..].find(['/', '?', '#']).map_or(url.len(), |i| start + i);
         Some((start, end, url[start..end].rfind('@').map(|at| start + at)))
     }
