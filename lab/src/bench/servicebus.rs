@@ -51,7 +51,9 @@ struct Latency {
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     worker_binary()?;
     let sandbox = Sandbox::within("bench", args.settings.clone()).await?;
-    let bus = ServiceBusSandbox::with_peer(sandbox).await?;
+    // Service Bus's default lock duration; the worker's settings are the bench's (defaults unless
+    // given), only the connection string points at the peer.
+    let bus = ServiceBusSandbox::with_peer(sandbox, Duration::from_secs(60)).await?;
     order_process::startup::migrate(&bus.sandbox.settings.worker.processor.database).await?;
     let report = measure(&bus, &args).await;
     bus.cleanup().await;

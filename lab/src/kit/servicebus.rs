@@ -24,24 +24,27 @@ pub struct ServiceBusSandbox {
 impl ServiceBusSandbox {
     /// A test sandbox on the local PostgreSQL and Redis, with a peer for its queues.
     pub async fn for_test() -> Self {
-        Self::with_peer(Sandbox::for_test().await).await.expect("the peer starts")
+        let mut bus = Self::with_peer(Sandbox::for_test().await, LOCK_DURATION).await.expect("the peer starts");
+        // Short waits and fewer receivers, so tests see redeliveries and drains quickly.
+        let config = &mut bus.sandbox.settings.servicebus;
+        config.servicebus_try_timeout = Duration::from_secs(2);
+        config.servicebus_lock_renewal = Duration::from_secs(1);
+        config.servicebus_max_sessions = 4;
+        bus
     }
 
-    /// `sandbox` with a peer of its own for its queues, and its settings pointed at it.
-    pub async fn with_peer(mut sandbox: Sandbox) -> anyhow::Result<Self> {
+    /// `sandbox` with a peer of its own for its queues (the inbound one locking for
+    /// `lock_duration`), and its settings pointed at it.
+    pub async fn with_peer(mut sandbox: Sandbox, lock_duration: Duration) -> anyhow::Result<Self> {
         let queues = vec![
-            QueueConfig::new(sandbox.inbound()).sessions(true).max_delivery_count(10).lock_duration(LOCK_DURATION),
+            QueueConfig::new(sandbox.inbound()).sessions(true).max_delivery_count(10).lock_duration(lock_duration),
             QueueConfig::new(sandbox.outbound()).duplicate_detection(Duration::from_secs(600)),
         ];
         let peer = Peer::start_on_free_loopback(queues, |_| {}).await?;
         let settings = &mut sandbox.settings;
         settings.broker.broker = BrokerSetting::Servicebus;
-        let bus = &mut settings.servicebus;
-        bus.servicebus_connection_string =
+        settings.servicebus.servicebus_connection_string =
             Some(parse_connection_string(&peer.connection_string()).map_err(anyhow::Error::msg)?);
-        bus.servicebus_try_timeout = Duration::from_secs(2);
-        bus.servicebus_lock_renewal = Duration::from_secs(1);
-        bus.servicebus_max_sessions = 4;
         Ok(Self { sandbox, peer })
     }
 
