@@ -136,8 +136,9 @@ async fn a_worker_killed_mid_stream_loses_nothing_on_service_bus() {
     bus.cleanup().await;
 }
 
-#[actix_rt::test]
-async fn dropped_connections_lose_nothing_on_service_bus() {
+/// One worker under a load of 300 orders; three times, once 30 more orders are stored, `fault`
+/// strikes; then every order must be stored once with its event and nothing left behind.
+async fn faults_mid_stream_lose_nothing(fault: impl Fn(&ServiceBusSandbox), stalled: &str) {
     let bus = ServiceBusSandbox::for_test().await;
     let worker = WorkerProcess::start(&bus.sandbox, 1);
     worker.ready(Duration::from_secs(30)).await.unwrap();
@@ -146,10 +147,10 @@ async fn dropped_connections_lose_nothing_on_service_bus() {
         let before = stored_count(&bus).await;
         let deadline = Instant::now() + Duration::from_secs(60);
         while stored_count(&bus).await < before + 30 && stored_count(&bus).await < load.valid.len() {
-            assert!(Instant::now() < deadline, "the worker does not resume after a dropped connection");
+            assert!(Instant::now() < deadline, "{stalled}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        bus.peer.drop_connections();
+        fault(&bus);
     }
     wait_until_done(&bus, &load, Duration::from_secs(120)).await;
     worker.stop().await.expect("the worker drains and exits 0");
@@ -158,26 +159,23 @@ async fn dropped_connections_lose_nothing_on_service_bus() {
 }
 
 #[actix_rt::test]
+async fn dropped_connections_lose_nothing_on_service_bus() {
+    faults_mid_stream_lose_nothing(
+        |bus| bus.peer.drop_connections(),
+        "the worker does not resume after a dropped connection",
+    )
+    .await;
+}
+
+#[actix_rt::test]
 async fn locks_lost_mid_stream_lose_nothing_and_store_nothing_twice() {
-    let bus = ServiceBusSandbox::for_test().await;
-    let worker = WorkerProcess::start(&bus.sandbox, 1);
-    worker.ready(Duration::from_secs(30)).await.unwrap();
-    let load = send_load(&bus, 300);
-    for _ in 0..3 {
-        let before = stored_count(&bus).await;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while stored_count(&bus).await < before + 30 && stored_count(&bus).await < load.valid.len() {
-            assert!(Instant::now() < deadline, "the worker does not go on after its locks were lost");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        // Every message and session lock of the queue ends now, in the middle of the worker's
-        // batches: what it held is delivered again, to it or to another session slot.
-        bus.peer.expire_locks(&bus.sandbox.inbound());
-    }
-    wait_until_done(&bus, &load, Duration::from_secs(120)).await;
-    worker.stop().await.expect("the worker drains and exits 0");
-    check_invariants(&bus, &load).await;
-    bus.cleanup().await;
+    // Every message and session lock of the queue ends, in the middle of the worker's batches:
+    // what it held is delivered again, to it or to another session slot.
+    faults_mid_stream_lose_nothing(
+        |bus| bus.peer.expire_locks(&bus.sandbox.inbound()),
+        "the worker does not go on after its locks were lost",
+    )
+    .await;
 }
 
 #[actix_rt::test]
