@@ -193,6 +193,23 @@ struct Link {
 }
 
 impl Link {
+    /// A link just attached: no partial transfer, no replies waiting, not detaching.
+    fn attached(local_handle: u32, owner: u64, kind: LinkKind, pre_settled: bool) -> Self {
+        Link {
+            local_handle,
+            owner,
+            kind,
+            target_address: None,
+            credit: 0,
+            delivery_count: 0,
+            drain: false,
+            pre_settled,
+            partial: None,
+            replies: VecDeque::new(),
+            detaching: false,
+        }
+    }
+
     fn entity(&self) -> Option<&str> {
         match &self.kind {
             LinkKind::Incoming(node) => node.entity(),
@@ -506,17 +523,9 @@ impl Conn {
                 session.links.insert(
                     remote_handle,
                     Link {
-                        local_handle,
-                        owner,
-                        kind: LinkKind::Incoming(node),
-                        target_address: None,
                         credit: CREDIT,
                         delivery_count: initial,
-                        drain: false,
-                        pre_settled: false,
-                        partial: None,
-                        replies: VecDeque::new(),
-                        detaching: false,
+                        ..Link::attached(local_handle, owner, LinkKind::Incoming(node), false)
                     },
                 );
                 let flow = link_flow(&session.counters, local_handle, initial, CREDIT, false);
@@ -550,17 +559,8 @@ impl Conn {
                         session.links.insert(
                             remote_handle,
                             Link {
-                                local_handle,
-                                owner,
-                                kind: LinkKind::Replies,
                                 target_address,
-                                credit: 0,
-                                delivery_count: 0,
-                                drain: false,
-                                pre_settled,
-                                partial: None,
-                                replies: VecDeque::new(),
-                                detaching: false,
+                                ..Link::attached(local_handle, owner, LinkKind::Replies, pre_settled)
                             },
                         );
                         let local_channel = session.counters.local_channel;
@@ -680,19 +680,12 @@ impl Conn {
         let reply = attach_reply(&attach, local_handle, attach.source.clone(), attach.target.clone(), properties);
         session.links.insert(
             attach.handle.0,
-            Link {
+            Link::attached(
                 local_handle,
                 owner,
-                kind: LinkKind::Deliver { entity, remove: pre_settled, session: session_lock.map(|(id, _)| id) },
-                target_address: None,
-                credit: 0,
-                delivery_count: 0,
-                drain: false,
+                LinkKind::Deliver { entity, remove: pre_settled, session: session_lock.map(|(id, _)| id) },
                 pre_settled,
-                partial: None,
-                replies: VecDeque::new(),
-                detaching: false,
-            },
+            ),
         );
         let local_channel = session.counters.local_channel;
         self.out.push(Frame::new(local_channel, FrameBody::Attach(reply)));
