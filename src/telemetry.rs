@@ -126,8 +126,25 @@ pub struct Telemetry {
 /// set.
 pub fn init(format: LogFormat, default_filter: &str) -> anyhow::Result<Telemetry> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    let mut tracer_provider = SdkTracerProvider::builder().with_resource(resource());
     let otlp = otlp_enabled(Signal::Traces);
+    let tracer_provider = tracer_provider(otlp)?;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let json = match format {
+        LogFormat::Json => true,
+        LogFormat::Pretty => false,
+        LogFormat::Auto => !std::io::stderr().is_terminal(),
+    };
+    subscriber(filter, &tracer_provider, json, MaskingWriter(std::io::stderr)).init();
+    if otlp {
+        warn_on_protocol();
+    }
+    Ok(Telemetry { tracer_provider })
+}
+
+/// The tracer provider: exporting over OTLP in batches when `otlp`, otherwise recording only the
+/// traces that arrive sampled.
+pub fn tracer_provider(otlp: bool) -> anyhow::Result<SdkTracerProvider> {
+    let mut tracer_provider = SdkTracerProvider::builder().with_resource(resource());
     if otlp {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
@@ -137,25 +154,27 @@ pub fn init(format: LogFormat, default_filter: &str) -> anyhow::Result<Telemetry
     } else {
         tracer_provider = tracer_provider.with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOff)));
     }
-    let tracer_provider = tracer_provider.build();
-    let otel = tracing_opentelemetry::layer().with_tracer(tracer_provider.tracer("order-process"));
+    Ok(tracer_provider.build())
+}
 
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let json = match format {
-        LogFormat::Json => true,
-        LogFormat::Pretty => false,
-        LogFormat::Auto => !std::io::stderr().is_terminal(),
-    };
+/// The subscriber [`init`] installs: `filter`, the trace layer, and JSON lines (or human-readable
+/// ones) written to `writer`. Public so that the lab measures what the worker runs.
+pub fn subscriber<W>(
+    filter: EnvFilter,
+    tracer_provider: &SdkTracerProvider,
+    json: bool,
+    writer: W,
+) -> Box<dyn Subscriber + Send + Sync>
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let otel = tracing_opentelemetry::layer().with_tracer(tracer_provider.tracer("order-process"));
     let registry = tracing_subscriber::registry().with(filter).with(otel);
     if json {
-        registry.with(json_layer(MaskingWriter(std::io::stderr))).init();
+        Box::new(registry.with(json_layer(writer)))
     } else {
-        registry.with(tracing_subscriber::fmt::layer().with_writer(MaskingWriter(std::io::stderr))).init();
+        Box::new(registry.with(tracing_subscriber::fmt::layer().with_writer(writer)))
     }
-    if otlp {
-        warn_on_protocol();
-    }
-    Ok(Telemetry { tracer_provider })
 }
 
 impl Telemetry {

@@ -321,27 +321,37 @@ impl StatusStore for MemoryStatusStore {
 /// Orders in a map, one per CorrelationId, ids counting up from 1.
 #[derive(Default, Clone)]
 pub struct MemoryOrderStore {
-    orders: Arc<Mutex<Vec<ValidOrder>>>,
+    orders: Arc<Mutex<StoredOrders>>,
+}
+
+/// The orders in the order stored (an order's id is its place plus one), and where each
+/// CorrelationId's is: a lookup per order, not a scan, so a long demo stays as fast as a short one.
+#[derive(Default)]
+struct StoredOrders {
+    orders: Vec<ValidOrder>,
+    by_correlation_id: HashMap<CorrelationId, usize>,
 }
 
 impl MemoryOrderStore {
     pub fn orders(&self) -> Vec<ValidOrder> {
-        self.orders.lock().unwrap().clone()
+        self.orders.lock().unwrap().orders.clone()
     }
 }
 
 #[async_trait]
 impl OrderStore for MemoryOrderStore {
     async fn persist_batch(&self, batch: &[Arc<ValidOrder>]) -> Result<Vec<Persisted>, OrderStoreError> {
-        let mut orders = self.orders.lock().unwrap();
+        let mut stored = self.orders.lock().unwrap();
+        let StoredOrders { orders, by_correlation_id } = &mut *stored;
         Ok(batch
             .iter()
-            .map(|order| match orders.iter().position(|o| o.correlation_id == order.correlation_id) {
-                Some(index) => {
-                    let stored = ContentDigest::of(&orders[index]);
-                    Persisted::existing(OrderId(index as i64 + 1), stored.differences(&ContentDigest::of(order)))
+            .map(|order| match by_correlation_id.get(&order.correlation_id) {
+                Some(&index) => {
+                    let digest = ContentDigest::of(&orders[index]);
+                    Persisted::existing(OrderId(index as i64 + 1), digest.differences(&ContentDigest::of(order)))
                 }
                 None => {
+                    by_correlation_id.insert(order.correlation_id, orders.len());
                     orders.push(order.as_ref().clone());
                     Persisted::created(OrderId(orders.len() as i64))
                 }

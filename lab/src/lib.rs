@@ -9,10 +9,13 @@
 //!   absent.
 //! - [`bench`]: `lab bench`, throughput, latency, CPU and memory, as a share of what the machine
 //!   allows.
+//! - [`logcost`]: `lab log-cost`, what the delivery spans and the settled line cost per delivery,
+//!   away from the services that blur it in `lab bench`.
 //! - [`latency`]: percentiles from the worker's own Prometheus histograms.
 
 pub mod bench;
 pub mod demo;
 pub mod kit;
 pub mod latency;
+pub mod logcost;
 pub mod traffic;

@@ -1,4 +1,4 @@
-//! `lab demo` and `lab bench`: see the crate documentation.
+//! `lab demo`, `lab bench` and `lab log-cost`: see the crate documentation.
 
 use clap::{Parser, Subcommand};
 use order_process::telemetry::{self, LogFormat};
@@ -19,6 +19,9 @@ enum Command {
     Demo(lab::demo::DemoArgs),
     /// Measure throughput, latency, CPU and memory against the configured services.
     Bench(lab::bench::BenchArgs),
+    /// Measure what the worker's telemetry (delivery spans, the settled line) costs per delivery,
+    /// on the in-memory ports.
+    LogCost(lab::logcost::LogCostArgs),
 }
 
 #[actix::main]
@@ -35,6 +38,7 @@ async fn main() -> ExitCode {
     let result = match lab.command {
         Command::Demo(args) => lab::demo::run(args).await,
         Command::Bench(args) => lab::bench::run(args).await,
+        Command::LogCost(args) => lab::logcost::run(args).await,
     };
     if let Err(error) = &result {
         eprintln!("error: {error:#}");

@@ -18,7 +18,7 @@
 
 mod ceilings;
 mod plot;
-mod process;
+pub(crate) mod process;
 mod servicebus;
 
 use crate::kit::Sandbox;
