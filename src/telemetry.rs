@@ -1,8 +1,9 @@
 //! Logs, traces and metrics.
 //!
-//! - Logs: `tracing`, as JSON lines (one flat object per line, with the fields of every enclosing
-//!   span, so each line about a message carries its `correlation_id` and `order_id`) or
-//!   human-readable; levels from `RUST_LOG`. stderr, so stdout stays for command output.
+//! - Logs: `tracing`, as JSON lines ([`json_lines`]: one flat object per line, with the fields of
+//!   every enclosing span, so each line about a message carries its `correlation_id` and
+//!   `order_id`) or human-readable; levels from `RUST_LOG`. stderr, so stdout stays for command
+//!   output.
 //! - Traces: `tracing` spans become OpenTelemetry spans; W3C trace context is propagated in
 //!   message headers. With `OTEL_EXPORTER_OTLP_ENDPOINT` set they are exported over OTLP/gRPC in
 //!   batches from a background thread (bounded queue: a collector that is down costs dropped
@@ -13,6 +14,8 @@
 //!   attributes come from `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES`, sampling from
 //!   `OTEL_TRACES_SAMPLER`(`_ARG`).
 
+mod json_lines;
+
 use actors::Metrics;
 use anyhow::Context;
 use opentelemetry::metrics::MeterProvider;
@@ -21,14 +24,9 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
-use serde_json::{Map, Value};
-use std::fmt;
 use std::io::{self, IsTerminal};
-use tracing::field::{Field, Visit};
-use tracing::{Event, Subscriber};
+use tracing::Subscriber;
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -192,113 +190,7 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + 'static,
 {
-    use tracing_subscriber::Layer;
-    SpanJson.and_then(tracing_subscriber::fmt::layer().fmt_fields(NoFields).event_format(FlatJson).with_writer(writer))
-}
-
-/// Keeps each span's fields as JSON values in the span's extensions, recorded once when the span
-/// is created (or a field recorded later), so a log line copies them instead of formatting and
-/// parsing them again: a delivery logs at least one line, and this is on every delivery's path.
-struct SpanJson;
-
-/// A span's fields, for the trace backend's (`otel.*`) left out.
-struct SpanFields(Map<String, Value>);
-
-impl<S> tracing_subscriber::Layer<S> for SpanJson
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-{
-    fn on_new_span(
-        &self,
-        attrs: &tracing::span::Attributes<'_>,
-        id: &tracing::span::Id,
-        ctx: tracing_subscriber::layer::Context<'_, S>,
-    ) {
-        let Some(span) = ctx.span(id) else { return };
-        let mut fields = Map::new();
-        attrs.record(&mut JsonVisitor(&mut fields));
-        fields.retain(|key, _| !key.starts_with("otel."));
-        span.extensions_mut().insert(SpanFields(fields));
-    }
-
-    fn on_record(
-        &self,
-        id: &tracing::span::Id,
-        values: &tracing::span::Record<'_>,
-        ctx: tracing_subscriber::layer::Context<'_, S>,
-    ) {
-        let Some(span) = ctx.span(id) else { return };
-        let mut extensions = span.extensions_mut();
-        if let Some(SpanFields(fields)) = extensions.get_mut::<SpanFields>() {
-            values.record(&mut JsonVisitor(fields));
-            fields.retain(|key, _| !key.starts_with("otel."));
-        }
-    }
-}
-
-/// The fmt layer's own span formatting, unused: [`SpanJson`] keeps the fields.
-struct NoFields;
-
-impl<'w> FormatFields<'w> for NoFields {
-    fn format_fields<R: tracing_subscriber::field::RecordFields>(&self, _: Writer<'w>, _: R) -> fmt::Result {
-        Ok(())
-    }
-}
-
-/// One JSON object per line: timestamp, level, target, the innermost span's name, the fields of
-/// every enclosing span (outermost first, inner ones win) and the event's own fields. Span
-/// fields meant for the trace backend (`otel.*`) are left out.
-struct FlatJson;
-
-impl<S, N> FormatEvent<S, N> for FlatJson
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-    N: for<'a> FormatFields<'a> + 'static,
-{
-    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
-        let meta = event.metadata();
-        let mut line = Map::new();
-        line.insert("timestamp".into(), chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true).into());
-        line.insert("level".into(), meta.level().as_str().into());
-        line.insert("target".into(), meta.target().into());
-        if let Some(scope) = ctx.event_scope() {
-            let mut innermost = None;
-            for span in scope.from_root() {
-                innermost = Some(span.name());
-                if let Some(SpanFields(fields)) = span.extensions().get::<SpanFields>() {
-                    line.extend(fields.iter().map(|(k, v)| (k.clone(), v.clone())));
-                }
-            }
-            if let Some(name) = innermost {
-                line.insert("span".into(), name.into());
-            }
-        }
-        event.record(&mut JsonVisitor(&mut line));
-        writeln!(writer, "{}", Value::Object(line))
-    }
-}
-
-struct JsonVisitor<'a>(&'a mut Map<String, Value>);
-
-impl Visit for JsonVisitor<'_> {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(field.name().into(), value.into());
-    }
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        self.0.insert(field.name().into(), value.into());
-    }
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        self.0.insert(field.name().into(), value.into());
-    }
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        self.0.insert(field.name().into(), value.into());
-    }
-    fn record_f64(&mut self, field: &Field, value: f64) {
-        self.0.insert(field.name().into(), value.into());
-    }
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.0.insert(field.name().into(), format!("{value:?}").into());
-    }
+    json_lines::JsonLines::new(writer)
 }
 
 /// The metrics of one worker: a Prometheus registry for `/metrics`, and an OTLP push when the
@@ -345,6 +237,7 @@ mod tests {
     use super::*;
     use actors::memory::{MemoryBroker, MemoryOrderStore, MemoryStatusStore, StoredMessage};
     use actors::{Health, Ports, Worker, WorkerConfig};
+    use serde_json::Value;
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
