@@ -132,6 +132,7 @@ pub fn init(format: LogFormat, default_filter: &str) -> anyhow::Result<Telemetry
         LogFormat::Pretty => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
+    actors::trace_context::set_traces_exported(otlp);
     subscriber(filter, &tracer_provider, json, MaskingWriter(std::io::stderr)).init();
     if otlp {
         warn_on_protocol();
@@ -166,7 +167,14 @@ pub fn subscriber<W>(
 where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
-    let otel = tracing_opentelemetry::layer().with_tracer(tracer_provider.tracer("order-process"));
+    use tracing_subscriber::Layer;
+    // The delivery spans that can be in no recorded trace skip the trace layer (see
+    // `DeliveryTrace::start`); a static filter, decided once per call site.
+    let untraced = tracing_subscriber::filter::Targets::new()
+        .with_default(tracing::Level::TRACE)
+        .with_target(actors::trace_context::UNTRACED, tracing_subscriber::filter::LevelFilter::OFF);
+    let otel =
+        tracing_opentelemetry::layer().with_tracer(tracer_provider.tracer("order-process")).with_filter(untraced);
     let registry = tracing_subscriber::registry().with(filter).with(otel);
     if json {
         Box::new(registry.with(json_layer(writer)))

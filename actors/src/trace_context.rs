@@ -5,7 +5,22 @@
 
 use opentelemetry::propagation::{Extractor, Injector};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// The target of the delivery spans that can be in no recorded trace (see [`DeliveryTrace::start`]).
+/// Under this module's own, so a `RUST_LOG` directive for `actors` or this module still covers
+/// them.
+pub const UNTRACED: &str = "actors::trace_context::untraced";
+
+static TRACES_EXPORTED: AtomicBool = AtomicBool::new(false);
+
+/// Tells the delivery spans whether traces are exported (an OTLP endpoint is set): then every
+/// delivery may start a recorded trace, depending on the sampler, and all of them go through the
+/// trace layer. Set by the composition root when it installs the subscriber.
+pub fn set_traces_exported(exported: bool) {
+    TRACES_EXPORTED.store(exported, Ordering::Relaxed);
+}
 
 struct Reader<'a>(&'a BTreeMap<String, String>);
 
@@ -59,30 +74,46 @@ pub struct DeliveryTrace {
 
 impl DeliveryTrace {
     /// The `process {destination}` consumer span of `message`, with the messaging attributes.
+    ///
+    /// A message without a trace context, while no traces are exported ([`set_traces_exported`]),
+    /// can start no recorded trace: the sampler only follows a sampled parent then. Its span is
+    /// given the [`UNTRACED`] target, which the trace layer leaves out, so the trace layer's work
+    /// on every delivery (building an OpenTelemetry span that is dropped unsampled) is not done.
+    /// The log lines are the same either way.
     pub fn start(system: &'static str, destination: &str, message: &crate::messaging::InboundMessage) -> Self {
         let headers = &message.headers;
+        let continued = headers.contains_key("traceparent");
         // The trace id of a message that arrives with one, in every log line about it.
         let trace_id = headers.get("traceparent").and_then(|t| t.get(3..35)).unwrap_or_default();
-        let span = tracing::info_span!(
-            "delivery",
-            trace_id,
-            otel.name = %format_args!("process {destination}"),
-            otel.kind = "consumer",
-            messaging.system = system,
-            messaging.destination.name = %destination,
-            messaging.operation = "process",
-            messaging.message.id = message.message_id.as_deref().unwrap_or_default(),
-            messaging.message.conversation_id = tracing::field::Empty,
-            correlation_id = tracing::field::Empty,
-            order_id = tracing::field::Empty,
-            redelivered = message.redelivered,
-        );
+        macro_rules! delivery_span {
+            ($target:expr) => {
+                tracing::info_span!(
+                    target: $target,
+                    "delivery",
+                    trace_id,
+                    otel.name = %format_args!("process {destination}"),
+                    otel.kind = "consumer",
+                    messaging.system = system,
+                    messaging.destination.name = %destination,
+                    messaging.operation = "process",
+                    messaging.message.id = message.message_id.as_deref().unwrap_or_default(),
+                    messaging.message.conversation_id = tracing::field::Empty,
+                    correlation_id = tracing::field::Empty,
+                    order_id = tracing::field::Empty,
+                    redelivered = message.redelivered,
+                )
+            };
+        }
+        if !continued && !TRACES_EXPORTED.load(Ordering::Relaxed) {
+            return Self { span: delivery_span!(UNTRACED), recorded: false, continued };
+        }
+        let span = delivery_span!(module_path!());
         continue_trace(&span, headers);
         let recorded = !span.is_disabled() && {
             use opentelemetry::trace::TraceContextExt;
             span.context().span().span_context().is_sampled()
         };
-        Self { span, recorded, continued: headers.contains_key("traceparent") }
+        Self { span, recorded, continued }
     }
 
     pub fn span(&self) -> &tracing::Span {

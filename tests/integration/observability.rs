@@ -103,6 +103,14 @@ async fn the_trace_context_travels_from_the_inbound_to_the_outbound_message() {
     assert_eq!(parts[1], TRACE_ID, "same trace");
     assert_ne!(parts[2], PARENT_SPAN_ID, "a span of this service as parent");
     assert_eq!(parts[3], "01", "still sampled");
+
+    // Without a trace context and with no traces exported, no trace is started, so none is
+    // passed on: downstream would take an unsampled one for a decision.
+    let untraced = new_correlation_id();
+    env.publish(order(&untraced).to_string().as_bytes(), Some(&untraced)).await;
+    let event = env.next_message(&env.outbound()).await;
+    assert_eq!(event.properties.correlation_id().as_ref().map(|c| c.as_str()), Some(untraced.as_str()));
+    assert_eq!(header_text(&event, "traceparent"), None);
     app.run_until_stopped(async {}).await.unwrap();
     env.cleanup().await;
 }
@@ -158,14 +166,31 @@ async fn the_spans_of_one_message_reach_an_otlp_collector_with_their_links() {
 
     env.publish_with(order(&cid).to_string().as_bytes(), Some(&cid), traceparent_header()).await;
     env.next_message(&env.outbound()).await;
+    // A message without a trace context starts a trace of its own when traces are exported (the
+    // default sampler records roots).
+    let root = new_correlation_id();
+    env.publish(order(&root).to_string().as_bytes(), Some(&root)).await;
+    let event = env.next_message(&env.outbound()).await;
+    let root_traceparent = header_text(&event, "traceparent").expect("a started trace is passed on");
     app.run_until_stopped(async {}).await.unwrap();
     telemetry.shutdown().await;
 
     let spans = collector.0.lock().unwrap().clone();
-    let consumer = spans
-        .iter()
-        .find(|s| s.kind == SpanKind::Consumer as i32)
-        .unwrap_or_else(|| panic!("no consumer span among {:?}", spans.iter().map(|s| &s.name).collect::<Vec<_>>()));
+    let consumer_of = |cid: &str| {
+        spans
+            .iter()
+            .find(|s| {
+                s.kind == SpanKind::Consumer as i32
+                    && attribute(s, "messaging.message.conversation_id").as_deref() == Some(cid)
+            })
+            .unwrap_or_else(|| {
+                panic!("no consumer span of {cid} among {:?}", spans.iter().map(|s| &s.name).collect::<Vec<_>>())
+            })
+    };
+    let started = consumer_of(&root);
+    assert!(started.parent_span_id.is_empty(), "a root span");
+    assert_eq!(root_traceparent.split('-').nth(1), Some(hex(&started.trace_id).as_str()));
+    let consumer = consumer_of(&cid);
     assert_eq!(consumer.name, format!("process {}", env.inbound()));
     assert_eq!(hex(&consumer.trace_id), TRACE_ID);
     assert_eq!(hex(&consumer.parent_span_id), PARENT_SPAN_ID, "child of the publisher's span");
