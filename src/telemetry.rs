@@ -242,11 +242,12 @@ impl MetricsExporter {
 
 #[cfg(test)]
 mod tests {
+    use super::json_lines::tests::Captured;
     use super::*;
     use actors::memory::{MemoryBroker, MemoryOrderStore, MemoryStatusStore, StoredMessage};
     use actors::{Health, Ports, Worker, WorkerConfig};
     use serde_json::Value;
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
     use std::time::Duration;
 
     #[test]
@@ -257,29 +258,8 @@ mod tests {
         assert_eq!(String::from_utf8(out).unwrap(), "error: *** refused\n");
     }
 
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-        type Writer = Captured;
-        fn make_writer(&'a self) -> Self::Writer {
-            self.clone()
-        }
-    }
-
     fn lines(captured: &Captured) -> Vec<Value> {
-        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-        text.lines().map(|l| serde_json::from_str(l).expect("every line is JSON")).collect()
+        captured.text().lines().map(|l| serde_json::from_str(l).expect("every line is JSON")).collect()
     }
 
     #[test]

@@ -130,3 +130,21 @@ fn drain(filter: &str, bodies: &[(Vec<u8>, String)]) -> anyhow::Result<Drain> {
     let per = |total: f64| total / bodies.len() as f64 * 1e6;
     Ok(Drain { cpu_us: per(cpu), wall_us: per(wall.as_secs_f64()), log_bytes: log_bytes as f64 / bodies.len() as f64 })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The two levels differ by what is measured: a line per delivery at the default level, none
+    /// at `warn`.
+    #[test]
+    fn a_drain_writes_one_line_per_delivery_at_the_default_level_and_none_at_warn() {
+        let bodies: Vec<_> =
+            (0..200).map(|_| Uuid::new_v4()).map(|id| (crate::traffic::order_body(id), id.to_string())).collect();
+        let at_info = drain("info,sqlx=warn", &bodies).unwrap();
+        let at_warn = drain("warn", &bodies).unwrap();
+        assert_eq!(at_warn.log_bytes, 0.0);
+        // A settled line is about 500 bytes; the worker's start and stop add a few lines.
+        assert!((300.0..1000.0).contains(&at_info.log_bytes), "{} bytes per delivery", at_info.log_bytes);
+    }
+}

@@ -262,14 +262,22 @@ impl<S: JsonSink> Visit for Visitor<'_, S> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use serde_json::Value;
     use std::sync::{Arc, Mutex};
     use tracing_subscriber::layer::SubscriberExt;
 
+    /// A writer that keeps each write it is given.
     #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<Vec<u8>>>>);
+    pub(in crate::telemetry) struct Captured(Arc<Mutex<Vec<Vec<u8>>>>);
+
+    impl Captured {
+        /// Everything written, as text.
+        pub(in crate::telemetry) fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().concat()).unwrap()
+        }
+    }
 
     impl std::io::Write for Captured {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
