@@ -58,9 +58,16 @@ impl JsonSink for SpanFields {
     }
 }
 
+/// What writing a line needs, reused from line to line: most lines need no allocation at all.
+#[derive(Default)]
+struct Buffers {
+    text: String,
+    /// The keys written so far.
+    keys: Vec<&'static str>,
+}
+
 thread_local! {
-    /// The line being written, reused: most lines need no allocation at all.
-    static LINE: RefCell<String> = const { RefCell::new(String::new()) };
+    static BUFFERS: RefCell<Buffers> = RefCell::new(Buffers::default());
 }
 
 impl<S, W> tracing_subscriber::Layer<S> for JsonLines<W>
@@ -83,43 +90,46 @@ where
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        LINE.with(|line| {
-            // A line logged while this thread writes one (a writer that logs) gets a buffer of
+        BUFFERS.with(|buffers| {
+            // A line logged while this thread writes one (a writer that logs) gets buffers of
             // its own rather than a panic.
-            let mut own = String::new();
-            let mut borrowed = line.try_borrow_mut();
-            let out = match borrowed.as_mut() {
-                Ok(line) => &mut **line,
+            let mut own = Buffers::default();
+            let mut borrowed = buffers.try_borrow_mut();
+            let buffers = match borrowed.as_mut() {
+                Ok(buffers) => &mut **buffers,
                 Err(_) => &mut own,
             };
-            out.clear();
-            if write_line(out, event, &ctx).is_ok() {
-                let _ = self.writer.make_writer_for(event.metadata()).write_all(out.as_bytes());
+            buffers.text.clear();
+            buffers.keys.clear();
+            let mut line = Line { out: &mut buffers.text, keys: &mut buffers.keys, result: Ok(()) };
+            if write_line(&mut line, event, &ctx).is_ok() {
+                let _ = self.writer.make_writer_for(event.metadata()).write_all(buffers.text.as_bytes());
             }
             // A rare huge line should not keep its buffer for the thread's life.
-            if out.capacity() > 64 * 1024 {
-                *out = String::new();
+            if buffers.text.capacity() > 64 * 1024 {
+                buffers.text = String::new();
             }
         });
     }
 }
 
-fn write_line<S>(out: &mut String, event: &Event<'_>, ctx: &Context<'_, S>) -> fmt::Result
+fn write_line<S>(line: &mut Line<'_>, event: &Event<'_>, ctx: &Context<'_, S>) -> fmt::Result
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     let meta = event.metadata();
     let timestamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-    let mut line = Line { out, keys: Vec::with_capacity(24), result: Ok(()) };
     line.out.write_char('{')?;
     line.field("timestamp", JsonValue::Str(&timestamp));
     line.field("level", JsonValue::Str(meta.level().as_str()));
     line.field("target", JsonValue::Str(meta.target()));
-    if let Some(innermost) = ctx.event_span(event) {
-        line.field("span", JsonValue::Str(innermost.name()));
+    // Looked up once: its name first, its fields and its parents' after the event's.
+    let innermost = ctx.event_span(event);
+    if let Some(span) = &innermost {
+        line.field("span", JsonValue::Str(span.name()));
     }
-    event.record(&mut Visitor(&mut line));
-    for span in ctx.event_scope(event).into_iter().flatten() {
+    event.record(&mut Visitor(&mut *line));
+    for span in innermost.iter().flat_map(|span| span.scope()) {
         if let Some(fields) = span.extensions().get::<SpanFields>() {
             for (name, range) in &fields.fields {
                 line.field(name, JsonValue::Raw(&fields.text[range.clone()]));
@@ -134,7 +144,7 @@ where
 /// wins).
 struct Line<'a> {
     out: &'a mut String,
-    keys: Vec<&'static str>,
+    keys: &'a mut Vec<&'static str>,
     result: fmt::Result,
 }
 
