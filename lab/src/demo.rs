@@ -12,8 +12,8 @@
 //! the demo says.
 
 use crate::kit::Sandbox;
-use actors::memory::{MemoryBroker, MemoryOrderStore, MemoryStatusStore, StoredMessage};
-use actors::{Health, Ports, Worker, WorkerConfig};
+use crate::kit::memory::InMemory;
+use actors::{Health, Worker};
 use anyhow::Context;
 use clap::Args;
 use order_process::settings::Settings;
@@ -21,7 +21,6 @@ use order_process::telemetry::MetricsExporter;
 use sea_orm::{ConnectionTrait, Statement};
 use std::collections::HashSet;
 use std::io::{IsTerminal, Write};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -122,40 +121,23 @@ fn host_port(url: &str, default_port: u16) -> String {
 type Run = (String, Outcome, Duration, [Option<f64>; 3]);
 
 async fn embedded(load: &Load) -> anyhow::Result<Run> {
-    let config = WorkerConfig::default();
-    let (inbound, outbound) = (config.queues.inbound_queue.clone(), config.queues.outbound_queue.clone());
-    let dead_letter = format!("{inbound}.dlq");
-    let broker = MemoryBroker::new(&inbound, &dead_letter);
-    let orders = MemoryOrderStore::default();
-    let ports = Ports {
-        inbound: Arc::new(broker.clone()),
-        outbound: Arc::new(broker.clone()),
-        orders: Arc::new(orders.clone()),
-        statuses: Arc::new(MemoryStatusStore::default()),
-    };
+    let memory = InMemory::default();
     let (exporter, metrics) = MetricsExporter::new()?;
-    let worker = Worker::start(ports, config, Health::default(), metrics);
+    let worker = Worker::start(memory.ports(), memory.config.clone(), Health::default(), metrics);
     let before = exporter.render();
     let started = Instant::now();
-    for (body, correlation_id) in &load.messages {
-        let message = StoredMessage {
-            body: body.clone().into(),
-            correlation_id: Some(correlation_id.clone()),
-            ..Default::default()
-        };
-        broker.send(&inbound, message);
-    }
+    memory.publish(&load.messages);
     let total = load.messages.len();
-    progress(total, || async { broker.len(&outbound) + broker.len(&dead_letter) }).await;
+    progress(total, || async { memory.settled() }).await;
     let elapsed = started.elapsed();
     worker.drain(Duration::from_secs(5)).await?;
     let latency = percentiles(&before, &exporter.render());
-    let events = broker.take_all(&outbound).into_iter().filter_map(|m| m.correlation_id).collect();
-    let stored = orders.orders();
+    let events = memory.broker.take_all(memory.outbound()).into_iter().filter_map(|m| m.correlation_id).collect();
+    let stored = memory.orders.orders();
     let distinct: HashSet<_> = stored.iter().map(|o| o.correlation_id).collect();
     let outcome = Outcome {
         events,
-        dead_letters: broker.len(&dead_letter),
+        dead_letters: memory.broker.len(memory.dead_letter()),
         stored: stored.len() as i64,
         stored_distinct: distinct.len() as i64,
     };

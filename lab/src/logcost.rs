@@ -11,8 +11,8 @@
 //! price of the spans and the line, which is what the default level adds.
 
 use crate::bench::process::cpu_seconds;
-use actors::memory::{MemoryBroker, MemoryOrderStore, MemoryStatusStore, StoredMessage};
-use actors::{Health, Metrics, Ports, Worker, WorkerConfig};
+use crate::kit::memory::InMemory;
+use actors::{Health, Metrics, Worker};
 use anyhow::Context;
 use clap::Args;
 use order_process::telemetry::{self, MaskingWriter};
@@ -46,9 +46,7 @@ struct Drain {
 
 pub async fn run(args: LogCostArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.orders > 0 && args.rounds > 0, "--orders and --rounds must be above 0");
-    let bodies: Vec<(Vec<u8>, String)> =
-        (0..args.orders).map(|_| Uuid::new_v4()).map(|id| (crate::traffic::order_body(id), id.to_string())).collect();
-    let bodies = Arc::new(bodies);
+    let bodies = Arc::new(backlog(args.orders));
     println!("{} orders per drain, in-memory ports, lines to a file; CPU time per delivery:", args.orders);
     let (mut at_level, mut at_baseline) = (Vec::new(), Vec::new());
     for round in 1..=args.rounds {
@@ -78,6 +76,11 @@ pub async fn run(args: LogCostArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `orders` valid orders, each with its correlation id.
+fn backlog(orders: usize) -> Vec<(Vec<u8>, String)> {
+    (0..orders).map(|_| Uuid::new_v4()).map(|id| (crate::traffic::order_body(id), id.to_string())).collect()
+}
+
 /// A drain on a thread of its own: the subscriber is that thread's default, and the worker runs
 /// on that thread's actix system, so nothing else logs into the measurement.
 async fn drain_on_thread(filter: String, bodies: Arc<Vec<(Vec<u8>, String)>>) -> anyhow::Result<Drain> {
@@ -95,32 +98,18 @@ fn drain(filter: &str, bodies: &[(Vec<u8>, String)]) -> anyhow::Result<Drain> {
     let subscriber = telemetry::subscriber(EnvFilter::new(filter), &tracer_provider, true, MaskingWriter(file));
     let measured = tracing::subscriber::with_default(subscriber, || {
         actix_rt::System::new().block_on(async {
-            let config = WorkerConfig::default();
-            let (inbound, outbound) = (config.queues.inbound_queue.clone(), config.queues.outbound_queue.clone());
-            let dead_letter = format!("{inbound}.dlq");
-            let broker = MemoryBroker::new(&inbound, &dead_letter);
-            for (body, correlation_id) in bodies {
-                let message = StoredMessage {
-                    body: body.clone().into(),
-                    correlation_id: Some(correlation_id.clone()),
-                    ..Default::default()
-                };
-                broker.send(&inbound, message);
-            }
-            let ports = Ports {
-                inbound: Arc::new(broker.clone()),
-                outbound: Arc::new(broker.clone()),
-                orders: Arc::new(MemoryOrderStore::default()),
-                statuses: Arc::new(MemoryStatusStore::default()),
-            };
+            let memory = InMemory::default();
+            memory.publish(bodies);
             let (cpu, wall) = (cpu_seconds(std::process::id()).context("reading /proc/self/stat")?, Instant::now());
-            let worker = Worker::start(ports, config, Health::default(), Metrics::disabled());
-            while broker.len(&outbound) + broker.len(&dead_letter) < bodies.len() {
+            // Metrics are recorded at both levels alike: left out, they are not in the difference.
+            let worker = Worker::start(memory.ports(), memory.config.clone(), Health::default(), Metrics::disabled());
+            while memory.settled() < bodies.len() {
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
             let (cpu, wall) = (cpu_seconds(std::process::id()).unwrap_or(cpu) - cpu, wall.elapsed());
             worker.drain(Duration::from_secs(5)).await?;
-            anyhow::ensure!(broker.len(&dead_letter) == 0, "{} orders were dead-lettered", broker.len(&dead_letter));
+            let dead = memory.broker.len(memory.dead_letter());
+            anyhow::ensure!(dead == 0, "{dead} orders were dead-lettered");
             anyhow::Ok((cpu, wall))
         })
     });
@@ -139,8 +128,7 @@ mod tests {
     /// at `warn`.
     #[test]
     fn a_drain_writes_one_line_per_delivery_at_the_default_level_and_none_at_warn() {
-        let bodies: Vec<_> =
-            (0..200).map(|_| Uuid::new_v4()).map(|id| (crate::traffic::order_body(id), id.to_string())).collect();
+        let bodies = backlog(200);
         let at_info = drain("info,sqlx=warn", &bodies).unwrap();
         let at_warn = drain("warn", &bodies).unwrap();
         assert_eq!(at_warn.log_bytes, 0.0);

@@ -1,7 +1,8 @@
 //! The test kit: a private slice of the real services ([`Sandbox`]: a PostgreSQL database, queues
 //! and a Redis key prefix of its own, removed afterwards), the worker as a child process
 //! ([`worker`]) configured from the same [`Settings`] value ([`child`]), and the helpers to put
-//! messages on queues and read what the worker left in the database, Redis and the queues.
+//! messages on queues and read what the worker left in the database, Redis and the queues; and
+//! the in-memory ports wired together ([`memory`]).
 //! The integration tests, the chaos suite, the benchmark and the demo all stand on it, so tests
 //! run in parallel without seeing each other and a benchmark never touches anyone's data.
 //!
@@ -9,6 +10,7 @@
 //! and `REDIS_URL`, defaulting to the local services.
 
 pub mod child;
+pub mod memory;
 pub mod private;
 pub mod servicebus;
 pub mod worker;
